@@ -1,0 +1,532 @@
+//! Running a mount: mountpoint checks, the preflight request, daemonizing, the FUSE session,
+//! and a clean shutdown on unmount or SIGTERM/SIGINT.
+//!
+//! Order matters for honest errors: the mountpoint is checked and (in the daemon) the bucket is
+//! probed with one request before the command returns, so `rossfs` exits non-zero with one line
+//! naming the cause and the fix. Without `-f` the command re-executes itself as a detached
+//! daemon and exits 0 only after the daemon reports that the mount answers; the daemon's
+//! failure text travels back through a pipe and is printed by the waiting parent.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+
+use crate::filesystem::S3Filesystem;
+use crate::fuse_adapter::FuseAdapter;
+use crate::logging::{self, LogTarget};
+use crate::options::{MountOptions, MountSource};
+use crate::store::ObjectStore;
+
+/// Environment variable through which a daemon child learns its readiness pipe.
+const READY_FD_ENV: &str = "ROSSFS_READY_FD";
+
+/// Everything needed to run one mount.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    /// The source as typed (`bucket:/prefix`), shown in /proc/mounts.
+    pub source_spec: String,
+    /// Bucket and prefix.
+    pub source: MountSource,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Parsed options.
+    pub options: MountOptions,
+    /// Stay in the foreground (`-f`).
+    pub foreground: bool,
+}
+
+/// Undoes the escaping of /proc/self/mountinfo (`\040` for a space, ...).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The filesystem type and source mounted exactly at `path`, if any.
+pub fn mounted_at(path: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_string_lossy();
+    let mut found = None;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.len() < sep + 3 || fields.len() < 5 {
+            continue;
+        }
+        if unescape_mountinfo(fields[4]) == want {
+            found = Some((fields[sep + 1].to_string(), unescape_mountinfo(fields[sep + 2])));
+        }
+    }
+    found
+}
+
+/// Checks the mountpoint: exists, is a directory, is not a dead or live mount already.
+/// Returns its canonical path.
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOENT) => {
+                    format!("mountpoint {shown} does not exist: create it with 'mkdir -p {shown}'")
+                }
+                Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) => format!(
+                    "mountpoint {shown} is a FUSE mount whose daemon is gone (transport endpoint is not \
+                     connected): run 'fusermount3 -u {shown}' (or 'umount -l {shown}') and mount again"
+                ),
+                Some(libc::EACCES) => format!(
+                "mountpoint {shown} cannot be accessed (permission denied): mount as a user who can enter it"
+            ),
+                _ => format!("mountpoint {shown} cannot be used: {e}"),
+            })
+        }
+    };
+    if !meta.is_dir() {
+        return Err(format!(
+            "mountpoint {shown} is not a directory: give an (empty) directory to mount on"
+        ));
+    }
+    let canonical =
+        std::fs::canonicalize(path).map_err(|e| format!("mountpoint {shown} cannot be resolved: {e}"))?;
+    if let Some((fstype, source)) = mounted_at(&canonical) {
+        return Err(format!(
+            "mountpoint {} is already mounted ({fstype} from {source}): unmount it first ('umount {}') or choose another directory",
+            canonical.display(),
+            canonical.display()
+        ));
+    }
+    Ok(canonical)
+}
+
+/// Reports the daemon's state to the waiting parent (no-op in the foreground).
+struct Readiness {
+    pipe: Option<std::fs::File>,
+}
+
+impl Readiness {
+    fn from_env() -> Self {
+        let fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<RawFd>().ok());
+        std::env::remove_var(READY_FD_ENV);
+        // SAFETY: the parent passed us this descriptor for our exclusive use.
+        let pipe = fd
+            .filter(|fd| *fd > 2)
+            .map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        Self { pipe }
+    }
+
+    fn is_daemon(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    fn fail(&mut self, msg: &str) {
+        match self.pipe.take() {
+            Some(mut p) => {
+                let _ = writeln!(p, "ERR {msg}");
+            }
+            None => eprintln!("rossfs: {msg}"),
+        }
+    }
+
+    fn ready(&mut self) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = writeln!(p, "OK");
+        }
+    }
+}
+
+/// Starts the daemon child and waits until it reports. Returns the exit code for the parent.
+fn spawn_daemon() -> i32 {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!(
+            "rossfs: cannot create a pipe to the daemon: {}",
+            std::io::Error::last_os_error()
+        );
+        return 1;
+    }
+    let (read_fd, write_fd) = (fds[0], fds[1]);
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rossfs: cannot find my own executable to start the daemon: {e}");
+            return 1;
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(READY_FD_ENV, write_fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir("/");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let flags = libc::fcntl(write_fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    // SAFETY: we own both ends; the child has its own copy of the write end.
+    unsafe { libc::close(write_fd) };
+    // SAFETY: read_fd is ours.
+    let mut reader = unsafe { std::fs::File::from_raw_fd(read_fd) };
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rossfs: cannot start the daemon: {e}");
+            return 1;
+        }
+    };
+    let mut report = String::new();
+    let _ = reader.read_to_string(&mut report);
+    let line = report.lines().next().unwrap_or("");
+    if line == "OK" {
+        return 0;
+    }
+    if let Some(msg) = line.strip_prefix("ERR ") {
+        eprintln!("rossfs: {msg}");
+    } else {
+        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+        eprintln!("rossfs: the daemon exited before the mount was ready ({status}); run with -f to see why");
+    }
+    let _ = child.wait();
+    1
+}
+
+/// Kernel mount flags for the options (`nosuid,nodev` by default, as fusermount does).
+fn mount_flags(opts: &MountOptions) -> libc::c_ulong {
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if opts.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    for f in &opts.kernel_flags {
+        match f.as_str() {
+            "suid" => flags &= !libc::MS_NOSUID,
+            "dev" => flags &= !libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "exec" => flags &= !libc::MS_NOEXEC,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "nodiratime" => flags |= libc::MS_NODIRATIME,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            "dirsync" => flags |= libc::MS_DIRSYNC,
+            _ => {}
+        }
+    }
+    flags
+}
+
+/// Mounts the filesystem and performs the FUSE handshake. As root, rossfs opens `/dev/fuse` and
+/// calls mount(2) itself so the filesystem type reads `fuse.rossfs` (what `mount -t`, fstab and
+/// updatedb's PRUNEFS match on); other users go through the setuid `fusermount3`.
+fn open_session(
+    adapter: FuseAdapter,
+    mountpoint: &Path,
+    req: &MountRequest,
+    config: &Config,
+) -> Result<Session<FuseAdapter>, String> {
+    let shown = mountpoint.display();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let mut cfg = config.clone();
+        cfg.mount_options = vec![
+            MountOption::FSName(req.source_spec.clone()),
+            MountOption::Subtype("rossfs".into()),
+            MountOption::DefaultPermissions,
+            MountOption::NoSuid,
+            MountOption::NoDev,
+        ];
+        if req.options.read_only {
+            cfg.mount_options.push(MountOption::RO);
+        }
+        return Session::new(adapter, mountpoint, &cfg).map_err(|e| {
+            format!(
+                "cannot mount at {shown}: {e} (is fusermount3 installed, and 'user_allow_other' set in \
+                 /etc/fuse.conf for allow_other?)"
+            )
+        });
+    }
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| {
+            format!("cannot open /dev/fuse: {e} (install fuse3, or give the container the /dev/fuse device)")
+        })?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dev);
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!("fd={fd},rootmode=40000,user_id={uid},group_id={gid},default_permissions");
+    if req.options.allow_other {
+        data.push_str(",allow_other");
+    }
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| format!("'{s}' contains a NUL byte"));
+    let source = c(&req.source_spec)?;
+    let target = c(&mountpoint.to_string_lossy())?;
+    let fstype = c("fuse.rossfs")?;
+    let data = c(&data)?;
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            mount_flags(&req.options),
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EBUSY) => format!("cannot mount at {shown}: it is busy (already mounted?)"),
+            Some(libc::ENODEV) => {
+                format!("cannot mount at {shown}: the kernel has no FUSE support (modprobe fuse)")
+            }
+            _ => format!("cannot mount at {shown}: mount(2) failed: {e}"),
+        });
+    }
+    Session::from_fd(adapter, dev.into(), config.acl, config.clone()).map_err(|e| {
+        let _ = unmount(mountpoint);
+        format!("FUSE handshake at {shown} failed: {e}")
+    })
+}
+
+/// Detaches the mount (lazily, so open files do not keep it busy).
+fn unmount(mountpoint: &Path) -> std::io::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let out = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(mountpoint)
+            .output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        return Ok(());
+    }
+    let target =
+        std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: target is a valid NUL-terminated path.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs the mount to completion; returns the process exit code.
+pub fn run(req: MountRequest) -> i32 {
+    let mut readiness = Readiness::from_env();
+    let mountpoint = match check_mountpoint(&req.mountpoint) {
+        Ok(p) => p,
+        Err(msg) => {
+            readiness.fail(&msg);
+            return 1;
+        }
+    };
+    if !req.foreground && !readiness.is_daemon() {
+        return spawn_daemon();
+    }
+    let target = match &req.options.log_file {
+        Some(path) => match LogTarget::file(path) {
+            Ok(t) => t,
+            Err(e) => {
+                readiness.fail(&format!("cannot open logfile {}: {e}", path.display()));
+                return 1;
+            }
+        },
+        None if readiness.is_daemon() => LogTarget::Syslog,
+        None => LogTarget::Stderr,
+    };
+    logging::init(req.options.log_level, target);
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rossfs-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            readiness.fail(&format!("cannot start the I/O runtime: {e}"));
+            return 1;
+        }
+    };
+    let store = match rt.block_on(ObjectStore::new(&req.options, &req.source)) {
+        Ok(s) => Arc::new(s),
+        Err(msg) => {
+            readiness.fail(&msg);
+            return 1;
+        }
+    };
+    if let Err(e) = rt.block_on(store.check_access(&req.source.prefix)) {
+        readiness.fail(&format!(
+            "cannot mount {}: {}",
+            req.source_spec,
+            e.mount_hint(store.bucket(), store.endpoint())
+        ));
+        return 1;
+    }
+    let fs = Arc::new(S3Filesystem::new(store.clone(), &req.source, &req.options));
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+
+    let mut config = Config::default();
+    config.acl = if req.options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(req.options.fuse_threads);
+    config.clone_fd = true;
+    let session = match open_session(adapter, &mountpoint, &req, &config) {
+        Ok(s) => s,
+        Err(msg) => {
+            readiness.fail(&msg);
+            return 1;
+        }
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+    let session_thread = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = done_tx.send(r);
+        });
+    if let Err(e) = session_thread {
+        readiness.fail(&format!("cannot start the FUSE session thread: {e}"));
+        return 1;
+    }
+
+    // The mount answers once a stat of its root goes through the FUSE threads.
+    match std::fs::metadata(&mountpoint) {
+        Ok(_) => {
+            tracing::info!("mounted {} at {}", req.source_spec, mountpoint.display());
+            readiness.ready();
+        }
+        Err(e) => {
+            readiness.fail(&format!(
+                "the mount at {} does not answer: {e}",
+                mountpoint.display()
+            ));
+            let _ = unmount(&mountpoint);
+            return 1;
+        }
+    }
+
+    let fs_for_signals = fs.clone();
+    let mountpoint_for_signals = mountpoint.clone();
+    let code = rt.block_on(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGTERM: {e}");
+                return 1;
+            }
+        };
+        let mut int = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGINT: {e}");
+                return 1;
+            }
+        };
+        let mut done_rx = done_rx;
+        let ended = tokio::select! {
+            r = &mut done_rx => Some(r),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        };
+        let session_result = match ended {
+            Some(r) => r.unwrap_or(Ok(())),
+            None => {
+                tracing::info!("signal received: flushing open files and unmounting");
+                let failed = fs_for_signals.flush_all().await;
+                if failed > 0 {
+                    tracing::error!("{failed} file(s) could not be uploaded before shutdown");
+                }
+                if let Err(e) = unmount(&mountpoint_for_signals) {
+                    tracing::error!("unmount failed: {e}");
+                }
+                match tokio::time::timeout(Duration::from_secs(5), done_rx).await {
+                    Ok(r) => r.unwrap_or(Ok(())),
+                    Err(_) => {
+                        tracing::info!(
+                            "files are still open on the detached mount; exiting (their data was flushed)"
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        };
+        let failed = fs_for_signals.flush_all().await;
+        if failed > 0 {
+            tracing::error!("{failed} file(s) with unsaved data could not be uploaded");
+            return 1;
+        }
+        match session_result {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("FUSE session ended with an error: {e}");
+                1
+            }
+        }
+    });
+    tracing::info!("unmounted {}", mountpoint.display());
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/mnt/with\\040space"), "/mnt/with space");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn mountpoint_errors_name_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert!(check_mountpoint(&missing).unwrap_err().contains("mkdir -p"));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(check_mountpoint(&file).unwrap_err().contains("not a directory"));
+        assert!(check_mountpoint(Path::new("/proc"))
+            .unwrap_err()
+            .contains("already mounted"));
+        assert!(check_mountpoint(dir.path()).is_ok());
+    }
+}

@@ -1,0 +1,14 @@
+//! File data: the read path (ranged GETs with sequential prefetch), write staging (memory up
+//! to a bound, then an unlinked file under `cache_dir`) and the upload on flush/fsync/close
+//! (one PUT for small files, multipart with several parts in flight for large ones).
+//!
+//! Nothing here knows about inodes or FUSE: the filesystem core owns one [`Staging`] per inode
+//! being written and one [`ObjectReader`] per open handle reading from the bucket.
+
+mod read;
+mod staging;
+mod upload;
+
+pub use read::ObjectReader;
+pub use staging::{Staging, StagingConfig};
+pub use upload::upload;

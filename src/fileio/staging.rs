@@ -1,0 +1,198 @@
+//! Local staging of a file's whole content while it is being written.
+//!
+//! Content starts in memory and moves to an anonymous (already unlinked) file in the staging
+//! directory once it grows past the memory limit, so a crash leaves nothing behind on disk and
+//! a large write does not hold its size in RAM. Reads and writes at any offset are allowed;
+//! writing past the end fills the gap with zeros, as a sparse local file would.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+/// Where and how much to stage.
+#[derive(Clone, Debug)]
+pub struct StagingConfig {
+    /// Bytes kept in memory before spilling to disk (0: always disk).
+    pub memory_limit: u64,
+    /// Directory for spill files.
+    pub dir: PathBuf,
+}
+
+/// A file's content being written.
+#[derive(Debug)]
+pub enum Staging {
+    /// Held in memory.
+    Memory(Vec<u8>),
+    /// Spilled to an unlinked local file of `len` bytes.
+    Disk {
+        /// The file.
+        file: File,
+        /// Logical length.
+        len: u64,
+    },
+}
+
+impl Staging {
+    /// Staging holding `data`.
+    pub fn from_vec(data: Vec<u8>, cfg: &StagingConfig) -> io::Result<Self> {
+        let mut s = Staging::Memory(Vec::new());
+        if data.len() as u64 > cfg.memory_limit {
+            s.spill(cfg)?;
+        }
+        s.write_at(cfg, 0, &data)?;
+        Ok(s)
+    }
+
+    /// Current length.
+    pub fn len(&self) -> u64 {
+        match self {
+            Staging::Memory(v) => v.len() as u64,
+            Staging::Disk { len, .. } => *len,
+        }
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn spill(&mut self, cfg: &StagingConfig) -> io::Result<()> {
+        if let Staging::Memory(v) = self {
+            std::fs::create_dir_all(&cfg.dir)?;
+            let file = tempfile::tempfile_in(&cfg.dir).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create a staging file in {}: {e}", cfg.dir.display()),
+                )
+            })?;
+            file.write_all_at(v, 0)?;
+            let len = v.len() as u64;
+            *self = Staging::Disk { file, len };
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`, growing the content as needed.
+    pub fn write_at(&mut self, cfg: &StagingConfig, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFBIG))?;
+        if end > cfg.memory_limit {
+            self.spill(cfg)?;
+        }
+        match self {
+            Staging::Memory(v) => {
+                let (offset, end) = (offset as usize, end as usize);
+                if v.len() < end {
+                    v.resize(end, 0);
+                }
+                v[offset..end].copy_from_slice(data);
+            }
+            Staging::Disk { file, len } => {
+                file.write_all_at(data, offset)?;
+                *len = (*len).max(end);
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `size` bytes at `offset` (fewer at the end).
+    pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
+        let len = self.len();
+        if offset >= len {
+            return Ok(Vec::new());
+        }
+        let end = len.min(offset + size as u64);
+        match self {
+            Staging::Memory(v) => Ok(v[offset as usize..end as usize].to_vec()),
+            Staging::Disk { file, .. } => {
+                let mut buf = vec![0u8; (end - offset) as usize];
+                file.read_exact_at(&mut buf, offset)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Bytes `[start, end)` as one buffer, for an upload.
+    pub fn slice(&self, start: u64, end: u64) -> io::Result<Bytes> {
+        match self {
+            Staging::Memory(v) => Ok(Bytes::copy_from_slice(&v[start as usize..end as usize])),
+            Staging::Disk { .. } => Ok(Bytes::from(self.read_at(start, (end - start) as usize)?)),
+        }
+    }
+
+    /// Sets the length, cutting or zero-filling.
+    pub fn truncate(&mut self, cfg: &StagingConfig, new_len: u64) -> io::Result<()> {
+        if new_len > cfg.memory_limit {
+            self.spill(cfg)?;
+        }
+        match self {
+            Staging::Memory(v) => v.resize(new_len as usize, 0),
+            Staging::Disk { file, len } => {
+                file.set_len(new_len)?;
+                *len = new_len;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spills_past_the_limit_and_keeps_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StagingConfig {
+            memory_limit: 64 * 1024,
+            dir: dir.path().to_path_buf(),
+        };
+        let mut s = Staging::from_vec(b"hello".to_vec(), &cfg).unwrap();
+        assert!(matches!(s, Staging::Memory(_)));
+        s.write_at(&cfg, 100_000, b"world").unwrap();
+        assert!(matches!(s, Staging::Disk { .. }));
+        assert_eq!(s.len(), 100_005);
+        assert_eq!(s.read_at(0, 5).unwrap(), b"hello");
+        assert_eq!(s.read_at(5, 3).unwrap(), vec![0, 0, 0]);
+        assert_eq!(&s.slice(100_000, 100_005).unwrap()[..], b"world");
+        s.truncate(&cfg, 3).unwrap();
+        assert_eq!(s.read_at(0, 100).unwrap(), b"hel");
+        // Nothing is left in the staging directory: the spill file is anonymous.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn matches_a_plain_vector_under_random_writes() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StagingConfig {
+            memory_limit: 64 * 1024,
+            dir: dir.path().to_path_buf(),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut model: Vec<u8> = Vec::new();
+        let mut s = Staging::from_vec(Vec::new(), &cfg).unwrap();
+        for _ in 0..500 {
+            if rng.random_bool(0.1) {
+                let n = rng.random_range(0..150_000u64);
+                model.resize(n as usize, 0);
+                s.truncate(&cfg, n).unwrap();
+            } else {
+                let off = rng.random_range(0..140_000u64);
+                let data: Vec<u8> = (0..rng.random_range(1..5000)).map(|_| rng.random()).collect();
+                let end = off as usize + data.len();
+                if model.len() < end {
+                    model.resize(end, 0);
+                }
+                model[off as usize..end].copy_from_slice(&data);
+                s.write_at(&cfg, off, &data).unwrap();
+            }
+            assert_eq!(s.len(), model.len() as u64);
+        }
+        assert_eq!(s.read_at(0, model.len()).unwrap(), model);
+    }
+}

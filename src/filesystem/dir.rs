@@ -1,0 +1,225 @@
+//! Directories: opendir/readdir (paged listings), mkdir and rmdir.
+//!
+//! A directory handle lists lazily: each `readdir` that needs more entries fetches the next
+//! LIST page (1,000 keys), so a directory of 100,000 objects streams without a long first
+//! call. Offsets are positions in the handle's entry list (`.` and `..` first); children
+//! created by this mount and not uploaded yet are appended at the end.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use super::{lock, Caller, Errno, FsResult, S3Filesystem, Stat};
+use crate::attr::{self, NodeKind};
+use crate::namespace::names::{check_name, entries_from_page};
+use crate::namespace::{join, ObjectState};
+use crate::store::PutOptions;
+
+/// Keys per listing page.
+const PAGE_KEYS: i32 = 1000;
+
+/// One directory entry as readdir returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Inode number (a stable hash for entries the kernel has not looked up).
+    pub ino: u64,
+    /// Kind.
+    pub kind: NodeKind,
+    /// Name.
+    pub name: OsString,
+}
+
+/// State of one open directory handle.
+#[derive(Debug)]
+pub struct DirHandle {
+    ino: u64,
+    path: String,
+    entries: Vec<DirEntry>,
+    token: Option<String>,
+    started: bool,
+    done: bool,
+    seen: HashSet<OsString>,
+}
+
+/// Inode number shown for an entry the inode table does not hold: a hash of its path with the
+/// top bit set, so it never collides with allocated numbers.
+fn synthetic_ino(path: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish() | (1 << 63)
+}
+
+impl S3Filesystem {
+    /// `opendir`.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let node = self.dir_node(ino)?;
+        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+        let entries = vec![
+            DirEntry {
+                ino,
+                kind: NodeKind::Dir,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: node.parent,
+                kind: NodeKind::Dir,
+                name: "..".into(),
+            },
+        ];
+        let fh = self.new_fh();
+        let handle = DirHandle {
+            ino,
+            path,
+            entries,
+            token: None,
+            started: false,
+            done: false,
+            seen: HashSet::new(),
+        };
+        lock(&self.dir_handles).insert(fh, Arc::new(tokio::sync::Mutex::new(handle)));
+        self.table.open(ino);
+        Ok(fh)
+    }
+
+    /// `releasedir`.
+    pub fn releasedir(&self, fh: u64) {
+        if let Some(h) = lock(&self.dir_handles).remove(&fh) {
+            if let Ok(h) = h.try_lock() {
+                self.table.close(h.ino);
+            } else {
+                tracing::warn!("directory handle {fh} released while in use");
+            }
+        }
+    }
+
+    /// Fetches the next listing page into the handle.
+    async fn fetch_page(&self, h: &mut DirHandle) -> FsResult<()> {
+        let prefix = self.dir_key(&h.path);
+        let page = self.store.list(&prefix, true, h.token.take(), PAGE_KEYS).await?;
+        h.started = true;
+        h.token = page.next.clone();
+        for e in entries_from_page(&prefix, &page, &mut h.seen) {
+            let Some(name) = e.name.to_str() else { continue };
+            let path = join(&h.path, name);
+            self.cache.clear_absent(&path);
+            if e.legacy_marker {
+                lock(&self.legacy_dirs).insert(path.clone());
+            }
+            let ino = self
+                .table
+                .child(h.ino, &e.name)
+                .map(|n| n.ino)
+                .unwrap_or_else(|| synthetic_ino(&path));
+            h.entries.push(DirEntry {
+                ino,
+                kind: e.kind,
+                name: e.name,
+            });
+        }
+        if h.token.is_none() {
+            h.done = true;
+            for (name, ino, kind) in self.table.local_children(h.ino) {
+                if h.seen.insert(name.clone()) {
+                    h.entries.push(DirEntry { ino, kind, name });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `readdir`: calls `add(entry, next_offset)` for entries from `offset` until it returns
+    /// true (buffer full) or the listing ends.
+    pub async fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, u64) -> bool,
+    ) -> FsResult<()> {
+        let handle = lock(&self.dir_handles).get(&fh).cloned().ok_or(Errno::EBADF)?;
+        let mut h = handle.lock().await;
+        if offset == 0 && h.started {
+            // rewinddir: list afresh.
+            h.entries.truncate(2);
+            h.token = None;
+            h.started = false;
+            h.done = false;
+            h.seen.clear();
+        }
+        let mut i = offset as usize;
+        loop {
+            while i >= h.entries.len() && !h.done {
+                self.fetch_page(&mut h).await?;
+            }
+            if i >= h.entries.len() {
+                return Ok(());
+            }
+            if add(&h.entries[i], (i + 1) as u64) {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    /// `mkdir`: writes the `dir/` marker with the caller's ids and mode.
+    pub async fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Stat> {
+        self.ensure_writable()?;
+        let name_str = check_name(name)?;
+        let parent_node = self.dir_node(parent)?;
+        match self.find_child(parent, name).await {
+            Ok(_) => return Err(Errno::EEXIST),
+            Err(e) if e == Errno::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+        let attrs = self.new_attributes(&parent_node, caller, NodeKind::Dir, mode);
+        let key = self.dir_key(&path);
+        let put = PutOptions {
+            content_type: "application/octet-stream".into(),
+            metadata: attr::posix_metadata(&attrs),
+        };
+        let etag = self.store.put(&key, bytes::Bytes::new(), &put).await?;
+        let state = ObjectState {
+            attr: attrs,
+            etag,
+            content_type: Some(put.content_type),
+            foreign_meta: Default::default(),
+            dir_marker: Some(key),
+        };
+        self.cache.put(&path, state.clone());
+        let ino = self.table.upsert_child(parent, name, state, false);
+        self.table.inc_lookup(ino);
+        self.touch_dir(parent);
+        Ok(self.stat_of(&self.node(ino)?))
+    }
+
+    /// `rmdir`: ENOTEMPTY while any key lives under the prefix (or a local child is pending).
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.ensure_writable()?;
+        let node = self.find_child(parent, name).await?;
+        if node.state.attr.kind != NodeKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if !self.table.local_children(node.ino).is_empty() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let path = self.table.path_of(node.ino).ok_or(Errno::ENOENT)?;
+        let prefix = self.dir_key(&path);
+        let page = self.store.list(&prefix, false, None, 2).await?;
+        if page.objects.iter().any(|o| o.key != prefix) {
+            return Err(Errno::ENOTEMPTY);
+        }
+        if let Some(marker) = &node.state.dir_marker {
+            self.store.delete(marker).await?;
+        }
+        if node.state.dir_marker.as_deref() != Some(prefix.as_str())
+            && page.objects.iter().any(|o| o.key == prefix)
+        {
+            self.store.delete(&prefix).await?;
+        }
+        self.table.unlink_child(parent, name);
+        self.cache.put_absent(&path);
+        self.touch_dir(parent);
+        Ok(())
+    }
+}

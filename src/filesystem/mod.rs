@@ -1,0 +1,585 @@
+//! The filesystem core: POSIX operations on top of the namespace, attributes and file I/O.
+//!
+//! [`S3Filesystem`] implements each operation as an `async fn` returning plain data or an
+//! [`Errno`]; it knows nothing about the FUSE wire protocol (the adapter in `fuse_adapter`
+//! translates). It owns the open handles and the per-inode write state, decides when data is
+//! uploaded (flush, fsync, close, setattr on a closed file) and keeps the namespace caches in
+//! step with its own changes. Anything that may wait on the network is `async`; the inode table
+//! and caches are only touched under short synchronous locks.
+
+mod dir;
+mod file;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::attr::{self, Attributes, NodeKind, Presentation};
+use crate::fileio::StagingConfig;
+use crate::namespace::names::{check_name, NameError};
+use crate::namespace::resolve::{implicit_dir_state, resolve_key, state_from_head};
+use crate::namespace::{InodeTable, Node, StatCache, ROOT_INO};
+use crate::options::{HardlinkErrno, MountOptions, MountSource};
+use crate::store::{ObjectStore, PutOptions, StoreError};
+
+pub use dir::DirHandle;
+pub use file::{FileData, FileHandle};
+
+/// An errno to return to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// Operation not permitted.
+    pub const EPERM: Errno = Errno(libc::EPERM);
+    /// No such file or directory.
+    pub const ENOENT: Errno = Errno(libc::ENOENT);
+    /// I/O error.
+    pub const EIO: Errno = Errno(libc::EIO);
+    /// Bad file handle.
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    /// Already exists.
+    pub const EEXIST: Errno = Errno(libc::EEXIST);
+    /// Not a directory.
+    pub const ENOTDIR: Errno = Errno(libc::ENOTDIR);
+    /// Is a directory.
+    pub const EISDIR: Errno = Errno(libc::EISDIR);
+    /// Invalid argument.
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    /// Read-only filesystem.
+    pub const EROFS: Errno = Errno(libc::EROFS);
+    /// Name too long.
+    pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
+    /// Directory not empty.
+    pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
+    /// Operation not supported.
+    pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
+    /// Function not implemented.
+    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
+}
+
+impl From<StoreError> for Errno {
+    fn from(e: StoreError) -> Self {
+        if !e.is_not_found() {
+            tracing::warn!("{e}");
+        }
+        Errno(e.errno())
+    }
+}
+
+impl From<std::io::Error> for Errno {
+    fn from(e: std::io::Error) -> Self {
+        tracing::error!("local staging I/O failed: {e}");
+        Errno(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl From<NameError> for Errno {
+    fn from(e: NameError) -> Self {
+        match e {
+            NameError::TooLong => Errno::ENAMETOOLONG,
+            NameError::Invalid => Errno::EINVAL,
+        }
+    }
+}
+
+/// Result of a filesystem operation.
+pub type FsResult<T> = Result<T, Errno>;
+
+/// Attributes as the kernel should see them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Inode number.
+    pub ino: u64,
+    /// Kind.
+    pub kind: NodeKind,
+    /// Permission bits shown (after presentation overrides).
+    pub perm: u32,
+    /// Owner shown.
+    pub uid: u32,
+    /// Group shown.
+    pub gid: u32,
+    /// Size.
+    pub size: u64,
+    /// Access time.
+    pub atime: SystemTime,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// Change time.
+    pub ctime: SystemTime,
+}
+
+/// Who is asking, from the FUSE request header.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// Effective uid.
+    pub uid: u32,
+    /// Effective gid.
+    pub gid: u32,
+}
+
+/// Settings of the core taken from the mount options.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Multipart part size.
+    pub part_size: u64,
+    /// Parts (or prefetch chunks) in flight per file.
+    pub parallel: usize,
+    /// Where writes are staged.
+    pub staging: StagingConfig,
+    /// How long the kernel may cache entries and attributes.
+    pub ttl: Duration,
+    /// Errno for `link(2)`.
+    pub hardlink_errno: HardlinkErrno,
+}
+
+/// Filesystem-wide numbers for `statfs`; object storage has no real limits, so these are large.
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    /// Block size.
+    pub bsize: u32,
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Longest name.
+    pub namelen: u32,
+}
+
+/// The mounted bucket.
+pub struct S3Filesystem {
+    store: Arc<ObjectStore>,
+    prefix: String,
+    table: InodeTable,
+    cache: StatCache,
+    pres: Presentation,
+    cfg: FsConfig,
+    mount_time: SystemTime,
+    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<FileData>>>>,
+    file_handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
+    dir_handles: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
+    next_fh: AtomicU64,
+    /// Paths seen in listings only as s3fs `name_$folder$` markers.
+    legacy_dirs: Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for S3Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Filesystem")
+            .field("bucket", &self.store.bucket())
+            .field("prefix", &self.prefix)
+            .field("inodes", &self.table.len())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl S3Filesystem {
+    /// A filesystem over `store` rooted at `source.prefix`, presenting objects as `opts` say.
+    pub fn new(store: Arc<ObjectStore>, source: &MountSource, opts: &MountOptions) -> Self {
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let root_perm = if opts.allow_other {
+            0o777 & !opts.mp_umask.unwrap_or(0)
+        } else {
+            0o700
+        };
+        let pres = Presentation {
+            default_uid: euid,
+            default_gid: egid,
+            file_mode: opts.file_mode & 0o7777,
+            dir_mode: opts.dir_mode & 0o7777,
+            force_uid: opts.uid,
+            force_gid: opts.gid,
+            umask: opts.umask,
+            root_perm,
+        };
+        let mount_time = SystemTime::now();
+        let mut root = implicit_dir_state(&pres, mount_time);
+        root.attr.perm = root_perm;
+        let cfg = FsConfig {
+            read_only: opts.read_only,
+            part_size: opts.multipart_size,
+            parallel: opts.parallel_count,
+            staging: StagingConfig {
+                memory_limit: opts.memory_staging_limit,
+                dir: opts.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
+            },
+            ttl: opts.stat_cache_expire,
+            hardlink_errno: opts.hardlink_errno,
+        };
+        Self {
+            store,
+            prefix: source.prefix.clone(),
+            table: InodeTable::new(root),
+            cache: StatCache::new(
+                opts.max_stat_cache_size,
+                opts.stat_cache_expire,
+                opts.negative_cache,
+            ),
+            pres,
+            cfg,
+            mount_time,
+            files: Mutex::new(HashMap::new()),
+            file_handles: Mutex::new(HashMap::new()),
+            dir_handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            legacy_dirs: Mutex::new(Default::default()),
+        }
+    }
+
+    /// How long the kernel may cache entries and attributes.
+    pub fn ttl(&self) -> Duration {
+        self.cfg.ttl
+    }
+
+    /// Number of inodes currently held.
+    pub fn inode_count(&self) -> usize {
+        self.table.len()
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn key_for_path(&self, path: &str) -> String {
+        format!("{}{}", self.prefix, path)
+    }
+
+    /// Key of a directory's marker object (`prefix/path/`; the prefix itself for the root).
+    fn dir_key(&self, path: &str) -> String {
+        if path.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}{}/", self.prefix, path)
+        }
+    }
+
+    fn stat_of(&self, node: &Node) -> Stat {
+        let a = &node.state.attr;
+        let (perm, uid, gid) = self.pres.shown(a, node.ino == ROOT_INO);
+        Stat {
+            ino: node.ino,
+            kind: a.kind,
+            perm,
+            uid,
+            gid,
+            size: a.size,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+        }
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Node> {
+        self.table.get(ino).ok_or(Errno::ENOENT)
+    }
+
+    fn dir_node(&self, ino: u64) -> FsResult<Node> {
+        let n = self.node(ino)?;
+        if n.state.attr.kind != NodeKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(n)
+    }
+
+    fn ensure_writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Marks a directory's contents as changed now (mtime and ctime), as the mount presents it.
+    fn touch_dir(&self, ino: u64) {
+        let now = SystemTime::now();
+        self.table.update(ino, |n| {
+            n.state.attr.mtime = now;
+            n.state.attr.ctime = now;
+        });
+    }
+
+    /// Resolves `name` in `parent` without taking a kernel reference.
+    async fn find_child(&self, parent: u64, name: &OsStr) -> FsResult<Node> {
+        let name_str = check_name(name).map_err(|e| match e {
+            NameError::TooLong => Errno::ENAMETOOLONG,
+            NameError::Invalid => Errno::ENOENT,
+        })?;
+        self.dir_node(parent)?;
+        if let Some(child) = self.table.child(parent, name) {
+            if child.local_only || (child.opens > 0 && child.state.attr.kind == NodeKind::File) {
+                return Ok(child);
+            }
+        }
+        let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+        if let Some(state) = self.cache.get(&path) {
+            let ino = self.table.upsert_child(parent, name, state, false);
+            return self.node(ino);
+        }
+        if self.cache.is_absent(&path) {
+            return Err(Errno::ENOENT);
+        }
+        let mut resolved = resolve_key(
+            &self.store,
+            &self.pres,
+            &self.key_for_path(&path),
+            self.mount_time,
+        )
+        .await?;
+        if resolved.is_none() && lock(&self.legacy_dirs).contains(&path) {
+            let marker = format!(
+                "{}{}",
+                self.key_for_path(&path),
+                crate::namespace::names::FOLDER_SUFFIX
+            );
+            if self.store.head(&marker).await?.is_some() {
+                let mut state = implicit_dir_state(&self.pres, self.mount_time);
+                state.dir_marker = Some(marker);
+                resolved = Some(state);
+            }
+        }
+        match resolved {
+            Some(state) => {
+                self.cache.put(&path, state.clone());
+                let ino = self.table.upsert_child(parent, name, state, false);
+                self.node(ino)
+            }
+            None => {
+                self.cache.put_absent(&path);
+                if let Some(stale) = self.table.child(parent, name) {
+                    if !stale.local_only && stale.opens == 0 {
+                        self.table.unlink_child(parent, name);
+                    }
+                }
+                Err(Errno::ENOENT)
+            }
+        }
+    }
+
+    /// `lookup`: resolves a name and takes a kernel reference on it.
+    pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Stat> {
+        let node = self.find_child(parent, name).await?;
+        self.table.inc_lookup(node.ino);
+        Ok(self.stat_of(&node))
+    }
+
+    /// `forget`: the kernel dropped `n` references.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.table.forget(ino, n);
+    }
+
+    /// `getattr`: directories and files with local changes answer from memory; other files are
+    /// re-read from the bucket once their cached attributes expire.
+    pub async fn getattr(&self, ino: u64) -> FsResult<Stat> {
+        let node = self.node(ino)?;
+        if node.state.attr.kind == NodeKind::Dir || node.local_only || node.opens > 0 || !node.linked {
+            return Ok(self.stat_of(&node));
+        }
+        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+        if self.cache.get(&path).is_some() {
+            return Ok(self.stat_of(&node));
+        }
+        let key = self.key_for_path(&path);
+        match self.store.head(&key).await? {
+            Some(info) => {
+                let state = state_from_head(&info, &self.pres, SystemTime::now());
+                if state.attr.kind != node.state.attr.kind {
+                    // It became something else: the kernel must look it up again.
+                    return Err(Errno::ENOENT);
+                }
+                self.cache.put(&path, state.clone());
+                self.table.update(ino, |n| n.state = state);
+                Ok(self.stat_of(&self.node(ino)?))
+            }
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    /// `setattr`: size (truncate), mode, owner and times. Data changes go through the staging
+    /// area and are uploaded at close (or now, for a file nobody has open); metadata-only
+    /// changes are persisted with a metadata copy of the object.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+    ) -> FsResult<Stat> {
+        self.ensure_writable()?;
+        let node = self.node(ino)?;
+        let kind = node.state.attr.kind;
+        if size.is_some() && kind == NodeKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        let now = SystemTime::now();
+        let meta_change =
+            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        self.table.update(ino, |n| {
+            let a = &mut n.state.attr;
+            if let Some(m) = mode {
+                a.perm = m & 0o7777;
+            }
+            if let Some(u) = uid {
+                a.uid = u;
+            }
+            if let Some(g) = gid {
+                a.gid = g;
+            }
+            if let Some(t) = atime {
+                a.atime = t;
+            }
+            if let Some(t) = mtime {
+                a.mtime = t;
+            }
+            // chown by a non-root caller clears set-id bits, as on a local filesystem.
+            if (uid.is_some() || gid.is_some()) && mode.is_none() && a.kind == NodeKind::File {
+                a.perm &= !0o6000;
+            }
+            if meta_change || size.is_some() {
+                a.ctime = now;
+            }
+        });
+        if let Some(new_size) = size {
+            self.truncate(ino, new_size).await?;
+        } else if meta_change && kind != NodeKind::Dir && self.has_pending_data(ino).await {
+            // Persisted with the data at close.
+        } else if meta_change {
+            self.persist_metadata(ino).await?;
+        }
+        Ok(self.stat_of(&self.node(ino)?))
+    }
+
+    /// Writes the node's attributes to its object (or creates the marker of an implicit
+    /// directory), guarded by the ETag last seen.
+    async fn persist_metadata(&self, ino: u64) -> FsResult<()> {
+        let node = self.node(ino)?;
+        if ino == ROOT_INO && self.prefix.is_empty() {
+            return Ok(()); // the bucket root has no object to hold attributes
+        }
+        if node.local_only || !node.linked {
+            return Ok(());
+        }
+        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+        let mut meta = node.state.foreign_meta.clone();
+        meta.extend(attr::posix_metadata(&node.state.attr));
+        let is_dir = node.state.attr.kind == NodeKind::Dir;
+        let key = match (&node.state.dir_marker, is_dir) {
+            (Some(marker), true) => marker.clone(),
+            (None, true) => self.dir_key(&path),
+            (_, false) => self.key_for_path(&path),
+        };
+        let put = PutOptions {
+            content_type: node
+                .state
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            metadata: meta,
+        };
+        let etag = if is_dir && node.state.dir_marker.is_none() {
+            self.store.put(&key, bytes::Bytes::new(), &put).await?
+        } else {
+            match self
+                .store
+                .replace_metadata(&key, &put, node.state.etag.as_deref())
+                .await
+            {
+                Ok(etag) => etag,
+                Err(e) if e.code() == Some("PreconditionFailed") => {
+                    tracing::error!(key, "object changed by someone else while its attributes were being changed; not overwriting");
+                    self.cache.invalidate(&path);
+                    return Err(Errno::EIO);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let state = self.table.update(ino, |n| {
+            n.state.etag = etag;
+            if is_dir {
+                n.state.dir_marker = Some(key.clone());
+            }
+            n.state.clone()
+        });
+        if let Some(state) = state {
+            self.cache.put(&path, state);
+        }
+        Ok(())
+    }
+
+    /// `statfs`: large constant numbers, as object storage has no fixed capacity.
+    pub fn statfs(&self) -> FsStats {
+        FsStats {
+            bsize: 4096,
+            blocks: 1 << 36,
+            bfree: 1 << 36,
+            files: 1 << 32,
+            ffree: 1 << 32,
+            namelen: 255,
+        }
+    }
+
+    /// `link`: object storage has no hard links.
+    pub fn link(&self, ino: u64) -> FsResult<Stat> {
+        let node = self.node(ino)?;
+        if node.state.attr.kind == NodeKind::Dir {
+            return Err(Errno::EPERM);
+        }
+        Err(match self.cfg.hardlink_errno {
+            HardlinkErrno::Enotsup => Errno::ENOTSUP,
+            HardlinkErrno::Eperm => Errno::EPERM,
+        })
+    }
+
+    /// Attributes for a new inode created by `caller` in `parent` with `mode` (umask already
+    /// applied): the caller's ids, or the parent's group (and setgid bit, for directories) when
+    /// the parent directory is setgid.
+    fn new_attributes(&self, parent: &Node, caller: Caller, kind: NodeKind, mode: u32) -> Attributes {
+        let now = SystemTime::now();
+        let mut perm = mode & 0o7777;
+        let mut gid = caller.gid;
+        if parent.state.attr.perm & 0o2000 != 0 {
+            gid = parent.state.attr.gid;
+            if kind == NodeKind::Dir {
+                perm |= 0o2000;
+            }
+        }
+        Attributes {
+            kind,
+            perm,
+            uid: caller.uid,
+            gid,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+        }
+    }
+
+    /// Uploads every file with unsaved data (shutdown): returns how many failed.
+    pub async fn flush_all(&self) -> usize {
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
+        let mut failed = 0;
+        for ino in inos {
+            if self.flush_inode(ino).await.is_err() {
+                failed += 1;
+            }
+        }
+        failed
+    }
+}

@@ -1,0 +1,407 @@
+//! The FUSE adapter: translates `fuser` requests into [`S3Filesystem`] calls.
+//!
+//! It is deliberately thin. Every handler that may touch the network moves its reply into a
+//! task on the tokio runtime and returns at once, so the FUSE threads never wait on S3 and many
+//! requests are in flight together; handlers that only touch memory (forget, opendir, statfs,
+//! link) answer inline. Errors arrive as errnos from the core.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
+};
+use tokio::runtime::Handle;
+
+use crate::attr::NodeKind;
+use crate::filesystem::{Caller, FsResult, S3Filesystem, Stat};
+
+/// The `fuser::Filesystem` implementation.
+pub struct FuseAdapter {
+    fs: Arc<S3Filesystem>,
+    rt: Handle,
+}
+
+impl std::fmt::Debug for FuseAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FuseAdapter").field("fs", &self.fs).finish()
+    }
+}
+
+impl FuseAdapter {
+    /// An adapter that runs `fs` operations on the runtime behind `rt`.
+    pub fn new(fs: Arc<S3Filesystem>, rt: Handle) -> Self {
+        Self { fs, rt }
+    }
+
+    /// Runs `op` on the runtime and hands its result to `done`, or its errno to the reply.
+    fn spawn<R, T, F, Fut>(&self, reply: R, op: F, done: impl FnOnce(R, T, &S3Filesystem) + Send + 'static)
+    where
+        R: ErrorReply + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(Arc<S3Filesystem>) -> Fut + Send + 'static,
+        Fut: Future<Output = FsResult<T>> + Send + 'static,
+    {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match op(fs.clone()).await {
+                Ok(v) => done(reply, v, &fs),
+                Err(e) => reply.fail(Errno::from_i32(e.0)),
+            }
+        });
+    }
+}
+
+/// Replies that can carry an errno.
+trait ErrorReply {
+    fn fail(self, e: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => { $(impl ErrorReply for $t { fn fail(self, e: Errno) { self.error(e) } })* };
+}
+error_reply!(
+    ReplyEntry,
+    ReplyAttr,
+    ReplyData,
+    ReplyOpen,
+    ReplyWrite,
+    ReplyEmpty,
+    ReplyCreate,
+    ReplyDirectory
+);
+
+fn file_attr(s: &Stat) -> FileAttr {
+    let (kind, nlink) = match s.kind {
+        NodeKind::Dir => (FileType::Directory, 2),
+        NodeKind::File => (FileType::RegularFile, 1),
+        NodeKind::Symlink => (FileType::Symlink, 1),
+    };
+    FileAttr {
+        ino: INodeNo(s.ino),
+        size: s.size,
+        blocks: s.size.div_ceil(512),
+        atime: s.atime,
+        mtime: s.mtime,
+        ctime: s.ctime,
+        crtime: s.ctime,
+        kind,
+        perm: (s.perm & 0o7777) as u16,
+        nlink,
+        uid: s.uid,
+        gid: s.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn time_of(t: Option<TimeOrNow>) -> Option<SystemTime> {
+    t.map(|t| match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    })
+}
+
+fn entry(reply: ReplyEntry, s: Stat, fs: &S3Filesystem) {
+    reply.entry(&fs.ttl(), &file_attr(&s), Generation(0));
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted =
+            InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ASYNC_READ | InitFlags::FUSE_BIG_WRITES;
+        let supported = config.capabilities() & wanted;
+        if let Err(e) = config.add_capabilities(supported) {
+            tracing::debug!("kernel refused capabilities {e:?}");
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let _ = config.set_max_write(1024 * 1024);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        tracing::debug!("FUSE session ends");
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_owned();
+        self.spawn(
+            reply,
+            move |fs| async move { fs.lookup(parent.0, &name).await },
+            entry,
+        );
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.getattr(ino.0).await },
+            |r, s, fs| r.attr(&fs.ttl(), &file_attr(&s)),
+        );
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let (atime, mtime) = (time_of(atime), time_of(mtime));
+        self.spawn(
+            reply,
+            move |fs| async move { fs.setattr(ino.0, mode, uid, gid, size, atime, mtime).await },
+            |r, s, fs| r.attr(&fs.ttl(), &file_attr(&s)),
+        );
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let (name, who) = (name.to_owned(), caller(req));
+        self.spawn(
+            reply,
+            move |fs| async move { fs.mkdir(parent.0, &name, mode & !umask, who).await },
+            entry,
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.spawn(
+            reply,
+            move |fs| async move { fs.unlink(parent.0, &name).await },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.spawn(
+            reply,
+            move |fs| async move { fs.rmdir(parent.0, &name).await },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        reply.error(Errno::from_i32(libc::ENOTSUP));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // Not yet implemented: EXDEV makes mv(1) fall back to copy and unlink.
+        reply.error(Errno::EXDEV);
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        match self.fs.link(ino.0) {
+            Ok(s) => entry(reply, s, &self.fs),
+            Err(e) => reply.error(Errno::from_i32(e.0)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.open(ino.0, flags.0).await },
+            |r, fh, _| r.opened(FileHandle(fh), FopenFlags::empty()),
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.read(fh.0, offset, size).await },
+            |r, data, _| r.data(&data),
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(
+            reply,
+            move |fs| async move { fs.write(fh.0, offset, &data).await },
+            |r, n, _| r.written(n),
+        );
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.flush(fh.0).await },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.release(fh.0).await },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.fsync(fh.0).await },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(Errno::from_i32(e.0)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let mut reply = reply;
+            let result = fs
+                .readdir(fh.0, offset, |e, next| {
+                    let kind = match e.kind {
+                        NodeKind::Dir => FileType::Directory,
+                        NodeKind::File => FileType::RegularFile,
+                        NodeKind::Symlink => FileType::Symlink,
+                    };
+                    reply.add(INodeNo(e.ino), next, kind, &e.name)
+                })
+                .await;
+            match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(Errno::from_i32(e.0)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks permissions itself (default_permissions).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (name, who) = (name.to_owned(), caller(req));
+        self.spawn(
+            reply,
+            move |fs| async move { fs.create(parent.0, &name, mode & !umask, who, flags).await },
+            |r, (s, fh), fs| {
+                r.created(
+                    &fs.ttl(),
+                    &file_attr(&s),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            },
+        );
+    }
+}

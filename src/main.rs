@@ -1,0 +1,71 @@
+//! The `rossfs` command: `rossfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPT[,OPT...]]... [-f]`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+
+use rossfs::daemon::{self, MountRequest};
+use rossfs::options::{MountOptions, MountSource, OPTION_DOCS};
+
+/// Mount an S3-compatible bucket (AWS S3, Alibaba OSS, MinIO, Garage, Ceph RGW) as a directory.
+#[derive(Parser, Debug)]
+#[command(name = "rossfs", version, about, long_about = None)]
+struct Cli {
+    /// BUCKET, or BUCKET:/PREFIX to mount a sub-path
+    source: String,
+    /// Directory to mount on
+    mountpoint: PathBuf,
+    /// Mount options, comma separated; may be repeated (see the list below)
+    #[arg(short = 'o', value_name = "OPT[,OPT...]", action = ArgAction::Append)]
+    options: Vec<String>,
+    /// Stay in the foreground and log to stderr
+    #[arg(short = 'f', long = "foreground")]
+    foreground: bool,
+}
+
+fn options_help() -> String {
+    let mut out = String::from("Options (-o):\n");
+    for d in OPTION_DOCS {
+        let head = if d.value.is_empty() {
+            d.name.to_string()
+        } else {
+            format!("{}={}", d.name, d.value)
+        };
+        out.push_str(&format!("  {head:<32} {}\n", d.help));
+    }
+    out.push_str(
+        "\nCredentials: passwd_file=, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the AWS profile,\n\
+         web identity (IRSA) or instance metadata. Unmount with 'fusermount3 -u MOUNTPOINT' or 'umount'.",
+    );
+    out
+}
+
+fn main() {
+    let matches = Cli::command().after_help(options_help()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let source = match MountSource::parse(&cli.source) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rossfs: {e}");
+            std::process::exit(1);
+        }
+    };
+    let options = match MountOptions::parse(&cli.options) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("rossfs: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = daemon::run(MountRequest {
+        source_spec: cli.source,
+        source,
+        mountpoint: cli.mountpoint,
+        options,
+        foreground: cli.foreground,
+    });
+    std::process::exit(code);
+}

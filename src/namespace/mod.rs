@@ -1,0 +1,511 @@
+//! The namespace: object keys <-> inodes, directory rules, listings and metadata caches.
+//!
+//! * [`InodeTable`] maps inode numbers to nodes (parent, name, attributes) and `(parent, name)`
+//!   to inode numbers. A key keeps its inode number for as long as the kernel remembers it
+//!   (lookup count > 0), a handle is open, or a child node still points at it; when all three
+//!   are gone the node is dropped, so walking a million objects does not grow memory forever.
+//! * [`resolve`] decides what a path is from the bucket (file, explicit or implicit directory,
+//!   symlink) following the directory rules in `metadata-and-permissions.md`: a directory wins
+//!   over a file of the same name.
+//! * [`StatCache`] remembers resolved paths and absent names for `stat_cache_expire`; the mount's
+//!   own changes update or invalidate it, changes made by others show after the TTL.
+//!
+//! Paths here are relative to the mount root, without leading or trailing `/` (`""` is the
+//! root); the store key of a file is `prefix + path`, of a directory marker `prefix + path + "/"`.
+
+pub mod names;
+pub mod resolve;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::attr::{Attributes, NodeKind};
+
+/// Inode number of the mount root.
+pub const ROOT_INO: u64 = 1;
+
+/// What the bucket says a path is, as cached between requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectState {
+    /// Stored attributes (before presentation overrides).
+    pub attr: Attributes,
+    /// ETag of the object holding the attributes (file, symlink, or directory marker).
+    pub etag: Option<String>,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+    /// User metadata that is not ours, carried over when the object is rewritten.
+    pub foreign_meta: HashMap<String, String>,
+    /// For a directory: the store key of the object that marks it (`dir/`, or a `dir` object
+    /// with a directory content type or mode); `None` for an implicit directory.
+    pub dir_marker: Option<String>,
+}
+
+/// One inode.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Inode number.
+    pub ino: u64,
+    /// Parent's inode number (the root is its own parent).
+    pub parent: u64,
+    /// Name in the parent (empty for the root).
+    pub name: OsString,
+    /// What the bucket (or this mount's pending changes) say it is.
+    pub state: ObjectState,
+    /// Created by this mount and not yet uploaded.
+    pub local_only: bool,
+    /// False once unlinked or removed; the node lives on while referenced.
+    pub linked: bool,
+    /// Kernel lookup count.
+    pub lookups: u64,
+    /// Open file or directory handles.
+    pub opens: u32,
+    /// Nodes whose parent this is.
+    pub children: u32,
+}
+
+#[derive(Debug)]
+struct TableInner {
+    nodes: HashMap<u64, Node>,
+    names: HashMap<(u64, OsString), u64>,
+    local_children: HashMap<u64, BTreeSet<OsString>>,
+    next_ino: u64,
+}
+
+/// The inode table. All methods take a short lock and never wait on the network.
+#[derive(Debug)]
+pub struct InodeTable {
+    inner: Mutex<TableInner>,
+}
+
+impl InodeTable {
+    /// A table holding only the root, with the given state.
+    pub fn new(root: ObjectState) -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT_INO,
+            Node {
+                ino: ROOT_INO,
+                parent: ROOT_INO,
+                name: OsString::new(),
+                state: root,
+                local_only: false,
+                linked: true,
+                lookups: 1,
+                opens: 0,
+                children: 0,
+            },
+        );
+        Self {
+            inner: Mutex::new(TableInner {
+                nodes,
+                names: HashMap::new(),
+                local_children: HashMap::new(),
+                next_ino: ROOT_INO + 1,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TableInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the node.
+    pub fn get(&self, ino: u64) -> Option<Node> {
+        self.lock().nodes.get(&ino).cloned()
+    }
+
+    /// Number of nodes held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    /// True when only the root is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= 1
+    }
+
+    /// Path of the node relative to the mount root (`""` for the root).
+    pub fn path_of(&self, ino: u64) -> Option<String> {
+        let inner = self.lock();
+        path_locked(&inner, ino)
+    }
+
+    /// Path of `name` inside directory `parent`.
+    pub fn child_path(&self, parent: u64, name: &str) -> Option<String> {
+        let p = self.path_of(parent)?;
+        Some(join(&p, name))
+    }
+
+    /// The child inode called `name` in `parent`, if this mount knows one.
+    pub fn child(&self, parent: u64, name: &OsStr) -> Option<Node> {
+        let inner = self.lock();
+        let ino = inner.names.get(&(parent, name.to_os_string()))?;
+        inner.nodes.get(ino).cloned()
+    }
+
+    /// Inserts or refreshes the child `name` of `parent` from `state`, returning its inode. A
+    /// node with pending local changes keeps its state; one whose kind changed is replaced by a
+    /// new inode.
+    pub fn upsert_child(&self, parent: u64, name: &OsStr, state: ObjectState, local_only: bool) -> u64 {
+        let mut inner = self.lock();
+        let key = (parent, name.to_os_string());
+        if let Some(&ino) = inner.names.get(&key) {
+            if let Some(node) = inner.nodes.get_mut(&ino) {
+                if node.local_only {
+                    return ino;
+                }
+                if node.state.attr.kind == state.attr.kind {
+                    // An open file keeps the attributes its handles work with.
+                    if node.opens == 0 || node.state.attr.kind != NodeKind::File {
+                        node.state = state;
+                    }
+                    return ino;
+                }
+            }
+            detach_locked(&mut inner, parent, name);
+        }
+        let ino = inner.next_ino;
+        inner.next_ino += 1;
+        inner.nodes.insert(
+            ino,
+            Node {
+                ino,
+                parent,
+                name: name.to_os_string(),
+                state,
+                local_only,
+                linked: true,
+                lookups: 0,
+                opens: 0,
+                children: 0,
+            },
+        );
+        inner.names.insert(key, ino);
+        if let Some(p) = inner.nodes.get_mut(&parent) {
+            p.children += 1;
+        }
+        if local_only {
+            inner
+                .local_children
+                .entry(parent)
+                .or_default()
+                .insert(name.to_os_string());
+        }
+        ino
+    }
+
+    /// Runs `f` on the node, if present.
+    pub fn update<R>(&self, ino: u64, f: impl FnOnce(&mut Node) -> R) -> Option<R> {
+        let mut inner = self.lock();
+        inner.nodes.get_mut(&ino).map(f)
+    }
+
+    /// Marks a node as uploaded (no longer local-only).
+    pub fn mark_uploaded(&self, ino: u64) {
+        let mut inner = self.lock();
+        let Some(node) = inner.nodes.get_mut(&ino) else {
+            return;
+        };
+        if !node.local_only {
+            return;
+        }
+        node.local_only = false;
+        let (parent, name) = (node.parent, node.name.clone());
+        if let Some(set) = inner.local_children.get_mut(&parent) {
+            set.remove(&name);
+            if set.is_empty() {
+                inner.local_children.remove(&parent);
+            }
+        }
+        evict_locked(&mut inner, ino);
+    }
+
+    /// Names and inodes of children created here and not yet uploaded.
+    pub fn local_children(&self, parent: u64) -> Vec<(OsString, u64, NodeKind)> {
+        let inner = self.lock();
+        let Some(set) = inner.local_children.get(&parent) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|name| {
+                let ino = *inner.names.get(&(parent, name.clone()))?;
+                let node = inner.nodes.get(&ino)?;
+                Some((name.clone(), ino, node.state.attr.kind))
+            })
+            .collect()
+    }
+
+    /// The kernel took a reference (lookup, create, mkdir ...).
+    pub fn inc_lookup(&self, ino: u64) {
+        if let Some(n) = self.lock().nodes.get_mut(&ino) {
+            n.lookups += 1;
+        }
+    }
+
+    /// The kernel dropped `n` references.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut inner = self.lock();
+        if let Some(node) = inner.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+        evict_locked(&mut inner, ino);
+    }
+
+    /// A handle was opened on the node.
+    pub fn open(&self, ino: u64) {
+        if let Some(n) = self.lock().nodes.get_mut(&ino) {
+            n.opens += 1;
+        }
+    }
+
+    /// A handle was released.
+    pub fn close(&self, ino: u64) {
+        let mut inner = self.lock();
+        if let Some(node) = inner.nodes.get_mut(&ino) {
+            node.opens = node.opens.saturating_sub(1);
+        }
+        evict_locked(&mut inner, ino);
+    }
+
+    /// Removes `name` from `parent` (unlink, rmdir): the name is gone at once, the inode lives
+    /// on while referenced.
+    pub fn unlink_child(&self, parent: u64, name: &OsStr) {
+        let mut inner = self.lock();
+        detach_locked(&mut inner, parent, name);
+    }
+
+    /// Inodes of every node under (and including) `ino` that is still linked: used when the
+    /// whole table must be walked (flush on shutdown).
+    pub fn all_inodes(&self) -> Vec<u64> {
+        self.lock().nodes.keys().copied().collect()
+    }
+}
+
+fn path_locked(inner: &TableInner, mut ino: u64) -> Option<String> {
+    let mut parts: Vec<&OsStr> = Vec::new();
+    while ino != ROOT_INO {
+        let node = inner.nodes.get(&ino)?;
+        parts.push(&node.name);
+        ino = node.parent;
+        if parts.len() > 4096 {
+            return None;
+        }
+    }
+    let mut out = String::new();
+    for (i, part) in parts.iter().rev().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(part.to_str()?);
+    }
+    Some(out)
+}
+
+fn detach_locked(inner: &mut TableInner, parent: u64, name: &OsStr) {
+    let key = (parent, name.to_os_string());
+    let Some(ino) = inner.names.remove(&key) else {
+        return;
+    };
+    if let Some(set) = inner.local_children.get_mut(&parent) {
+        set.remove(name);
+        if set.is_empty() {
+            inner.local_children.remove(&parent);
+        }
+    }
+    if let Some(node) = inner.nodes.get_mut(&ino) {
+        node.linked = false;
+        node.local_only = false;
+    }
+    evict_locked(inner, ino);
+}
+
+fn evict_locked(inner: &mut TableInner, mut ino: u64) {
+    loop {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(node) = inner.nodes.get(&ino) else { return };
+        if node.lookups > 0 || node.opens > 0 || node.children > 0 || node.local_only {
+            return;
+        }
+        let (parent, name) = (node.parent, node.name.clone());
+        inner.nodes.remove(&ino);
+        let key = (parent, name);
+        if inner.names.get(&key) == Some(&ino) {
+            inner.names.remove(&key);
+        }
+        match inner.nodes.get_mut(&parent) {
+            Some(p) => p.children = p.children.saturating_sub(1),
+            None => return,
+        }
+        ino = parent;
+    }
+}
+
+/// Joins a directory path and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Resolved paths and absent names, each trusted for the stat cache TTL.
+pub struct StatCache {
+    present: moka::sync::Cache<String, ObjectState>,
+    absent: Option<moka::sync::Cache<String, ()>>,
+}
+
+impl std::fmt::Debug for StatCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatCache")
+            .field("entries", &self.present.entry_count())
+            .finish()
+    }
+}
+
+impl StatCache {
+    /// A cache of at most `capacity` paths, each trusted for `ttl`; `negative` enables the
+    /// cache of absent names.
+    pub fn new(capacity: u64, ttl: Duration, negative: bool) -> Self {
+        let ttl = ttl.max(Duration::from_millis(1));
+        Self {
+            present: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            absent: negative.then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(capacity)
+                    .time_to_live(ttl)
+                    .build()
+            }),
+        }
+    }
+
+    /// The cached state of `path`, if fresh.
+    pub fn get(&self, path: &str) -> Option<ObjectState> {
+        self.present.get(path)
+    }
+
+    /// True if `path` is known to be absent.
+    pub fn is_absent(&self, path: &str) -> bool {
+        self.absent.as_ref().is_some_and(|c| c.contains_key(path))
+    }
+
+    /// Remembers what `path` is.
+    pub fn put(&self, path: &str, state: ObjectState) {
+        if let Some(a) = &self.absent {
+            a.invalidate(path);
+        }
+        self.present.insert(path.to_string(), state);
+    }
+
+    /// Remembers that `path` does not exist.
+    pub fn put_absent(&self, path: &str) {
+        self.present.invalidate(path);
+        if let Some(a) = &self.absent {
+            a.insert(path.to_string(), ());
+        }
+    }
+
+    /// Forgets anything about `path`.
+    pub fn invalidate(&self, path: &str) {
+        self.present.invalidate(path);
+        if let Some(a) = &self.absent {
+            a.invalidate(path);
+        }
+    }
+
+    /// Forgets that `path` is absent (something now exists there).
+    pub fn clear_absent(&self, path: &str) {
+        if let Some(a) = &self.absent {
+            a.invalidate(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn state(kind: NodeKind) -> ObjectState {
+        ObjectState {
+            attr: Attributes {
+                kind,
+                perm: 0o644,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                atime: UNIX_EPOCH,
+                mtime: UNIX_EPOCH,
+                ctime: UNIX_EPOCH,
+            },
+            etag: None,
+            content_type: None,
+            foreign_meta: HashMap::new(),
+            dir_marker: None,
+        }
+    }
+
+    #[test]
+    fn inode_numbers_are_stable_while_referenced() {
+        let t = InodeTable::new(state(NodeKind::Dir));
+        let d = t.upsert_child(ROOT_INO, OsStr::new("d"), state(NodeKind::Dir), false);
+        t.inc_lookup(d);
+        let f = t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false);
+        t.inc_lookup(f);
+        assert_eq!(
+            t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false),
+            f
+        );
+        assert_eq!(t.path_of(f).as_deref(), Some("d/f"));
+        // The directory is forgotten first, but its child keeps it alive.
+        t.forget(d, 1);
+        assert!(t.get(d).is_some());
+        t.forget(f, 1);
+        assert!(t.get(f).is_none() && t.get(d).is_none());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn kind_change_gets_a_new_inode_and_unlink_keeps_open_node() {
+        let t = InodeTable::new(state(NodeKind::Dir));
+        let f = t.upsert_child(ROOT_INO, OsStr::new("x"), state(NodeKind::File), false);
+        t.inc_lookup(f);
+        t.open(f);
+        let d = t.upsert_child(ROOT_INO, OsStr::new("x"), state(NodeKind::Dir), false);
+        assert_ne!(f, d);
+        assert!(t.get(f).is_some_and(|n| !n.linked));
+        t.forget(f, 1);
+        assert!(t.get(f).is_some(), "open handle keeps it");
+        t.close(f);
+        assert!(t.get(f).is_none());
+    }
+
+    #[test]
+    fn local_children_are_listed_until_uploaded() {
+        let t = InodeTable::new(state(NodeKind::Dir));
+        let f = t.upsert_child(ROOT_INO, OsStr::new("new"), state(NodeKind::File), true);
+        assert_eq!(t.local_children(ROOT_INO).len(), 1);
+        t.mark_uploaded(f);
+        assert!(t.local_children(ROOT_INO).is_empty());
+        assert!(t.get(f).is_none(), "no reference left once uploaded");
+    }
+
+    #[test]
+    fn stat_cache_positive_and_negative() {
+        let c = StatCache::new(10, Duration::from_secs(60), true);
+        c.put_absent("a");
+        assert!(c.is_absent("a"));
+        c.put("a", state(NodeKind::File));
+        assert!(!c.is_absent("a") && c.get("a").is_some());
+        let off = StatCache::new(10, Duration::from_secs(60), false);
+        off.put_absent("a");
+        assert!(!off.is_absent("a"));
+    }
+}

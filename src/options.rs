@@ -1,0 +1,579 @@
+//! Mount options: the `-o name[=value]` vocabulary of s3fs/ossfs, parsed into [`MountOptions`].
+//!
+//! This module owns the meaning of every option, its default and its validation. It knows nothing
+//! about S3 or FUSE: the rest of the crate reads the typed fields. A malformed or unknown option
+//! is a [`OptionError`] whose message names the option and says how to fix it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where in the object store the mount's root lives: `BUCKET` or `BUCKET:/PREFIX`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountSource {
+    /// The bucket name.
+    pub bucket: String,
+    /// Key prefix of the mount root, empty or ending in `/` (e.g. `data/2024/`).
+    pub prefix: String,
+}
+
+impl MountSource {
+    /// Parses `BUCKET`, `BUCKET:/PREFIX` or `BUCKET:PREFIX`.
+    pub fn parse(spec: &str) -> Result<Self, OptionError> {
+        let (bucket, prefix) = match spec.split_once(':') {
+            Some((b, p)) => (b, p),
+            None => (spec, ""),
+        };
+        if bucket.is_empty() {
+            return Err(OptionError::new(format!(
+                "the source '{spec}' names no bucket; use BUCKET or BUCKET:/PREFIX"
+            )));
+        }
+        validate_bucket_name(bucket)?;
+        let trimmed = prefix.trim_matches('/');
+        if trimmed.split('/').any(|s| s == "." || s == "..")
+            || (!trimmed.is_empty() && trimmed.split('/').any(str::is_empty))
+        {
+            return Err(OptionError::new(format!(
+                "the prefix '{prefix}' in '{spec}' has an empty, '.' or '..' segment; \
+                 use a plain path such as BUCKET:/dir/subdir"
+            )));
+        }
+        let prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("{trimmed}/")
+        };
+        Ok(Self {
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+}
+
+/// Rejects bucket names no S3 implementation accepts, before any request is made.
+fn validate_bucket_name(bucket: &str) -> Result<(), OptionError> {
+    let ok_chars = bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'));
+    let ok_ends = bucket.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && bucket.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !(3..=63).contains(&bucket.len()) || !ok_chars || !ok_ends {
+        return Err(OptionError::new(format!(
+            "'{bucket}' is not a valid bucket name: use 3-63 characters of lowercase letters, \
+             digits, '-' and '.', starting and ending with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+/// Log verbosity, as s3fs's `dbglevel=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Only errors (`crit`, `err`, `error`).
+    Error,
+    /// Errors and warnings (`warn`), the default.
+    Warn,
+    /// Informational messages (`info`).
+    Info,
+    /// Debug output, including every retry (`debug`, `dbg`).
+    Debug,
+    /// Everything, including each FUSE request (`trace`).
+    Trace,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// What `link(2)` answers, since object storage has no hard links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HardlinkErrno {
+    /// `ENOTSUP`, as s3fs and ossfs 1.x (default).
+    Enotsup,
+    /// `EPERM`, what POSIX names for "filesystem does not support hard links".
+    Eperm,
+}
+
+/// Every option a mount takes, with its default filled in.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// S3 endpoint URL (`url=`); `None` means the SDK's default for the region.
+    pub endpoint: Option<String>,
+    /// Signing region (`region=`); `None` means from the environment, else `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style requests (`use_path_request_style`), needed by most self-hosted servers.
+    pub path_style: bool,
+    /// File with `AK:SK` or `BUCKET:AK:SK` lines (`passwd_file=`).
+    pub passwd_file: Option<PathBuf>,
+    /// Read-only mount (`ro`).
+    pub read_only: bool,
+    /// Let other users into the mount (`allow_other`).
+    pub allow_other: bool,
+    /// Number of entries in the stat cache (`max_stat_cache_size=`).
+    pub max_stat_cache_size: u64,
+    /// How long cached attributes are trusted, here and in the kernel (`stat_cache_expire=`).
+    pub stat_cache_expire: Duration,
+    /// Remember names that do not exist (on unless `disable_noobj_cache`).
+    pub negative_cache: bool,
+    /// Use ListObjects (v1) instead of ListObjectsV2 (`listobjectsv1`).
+    pub list_objects_v1: bool,
+    /// Where write staging files live (`cache_dir=`); default: the system temp dir.
+    pub cache_dir: Option<PathBuf>,
+    /// Log verbosity (`dbglevel=`).
+    pub log_level: LogLevel,
+    /// Log file (`logfile=`); without it a daemon logs to syslog, `-f` to stderr.
+    pub log_file: Option<PathBuf>,
+    /// Present every inode as owned by this uid (`uid=`).
+    pub uid: Option<u32>,
+    /// Present every inode as owned by this gid (`gid=`).
+    pub gid: Option<u32>,
+    /// Present permission bits as `0777 & !umask` (`umask=`).
+    pub umask: Option<u32>,
+    /// The mount root's bits are `0777 & !mp_umask` with `allow_other` (`mp_umask=`).
+    pub mp_umask: Option<u32>,
+    /// Permission bits of files without mode metadata (`file_mode=`, default 0640).
+    pub file_mode: u32,
+    /// Permission bits of directories without mode metadata (`dir_mode=`, default 0750).
+    pub dir_mode: u32,
+    /// Part size of multipart uploads in bytes (`multipart_size=`, in MiB as s3fs).
+    pub multipart_size: u64,
+    /// Parts uploaded or ranges fetched at once per file (`parallel_count=`).
+    pub parallel_count: usize,
+    /// Bytes of a file staged in memory before spilling to `cache_dir` (`max_dirty_memory=` MiB).
+    pub memory_staging_limit: u64,
+    /// Attempts per request before an error is returned (`retries=`).
+    pub retries: u32,
+    /// TCP connect timeout (`connect_timeout=` seconds).
+    pub connect_timeout: Duration,
+    /// Timeout of one request attempt (`readwrite_timeout=` seconds).
+    pub readwrite_timeout: Duration,
+    /// FUSE threads reading requests from the kernel (`fuse_threads=`).
+    pub fuse_threads: usize,
+    /// Errno for `link(2)` (`hardlink_errno=enotsup|eperm`).
+    pub hardlink_errno: HardlinkErrno,
+    /// Extra kernel mount flags passed through (`nosuid`, `nodev`, `noexec`, ...).
+    pub kernel_flags: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            path_style: false,
+            passwd_file: None,
+            read_only: false,
+            allow_other: false,
+            max_stat_cache_size: 100_000,
+            stat_cache_expire: Duration::from_secs(60),
+            negative_cache: true,
+            list_objects_v1: false,
+            cache_dir: None,
+            log_level: LogLevel::Warn,
+            log_file: None,
+            uid: None,
+            gid: None,
+            umask: None,
+            mp_umask: None,
+            file_mode: 0o640,
+            dir_mode: 0o750,
+            multipart_size: 10 * 1024 * 1024,
+            parallel_count: 5,
+            memory_staging_limit: 8 * 1024 * 1024,
+            retries: 5,
+            connect_timeout: Duration::from_secs(10),
+            readwrite_timeout: Duration::from_secs(120),
+            fuse_threads: 2,
+            hardlink_errno: HardlinkErrno::Enotsup,
+            kernel_flags: Vec::new(),
+        }
+    }
+}
+
+/// A bad `-o` option or source; the message names it and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OptionError(pub String);
+
+impl OptionError {
+    fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// One row of the option reference: name, value form, meaning and the ossfs/s3fs equivalent.
+pub struct OptionDoc {
+    /// Option name as written after `-o`.
+    pub name: &'static str,
+    /// Form of the value, empty for flags.
+    pub value: &'static str,
+    /// What it does.
+    pub help: &'static str,
+}
+
+/// Every option rossfs accepts; `--help` and the README table are generated from this list.
+pub const OPTION_DOCS: &[OptionDoc] = &[
+    OptionDoc { name: "url", value: "URL", help: "S3 endpoint, e.g. http://127.0.0.1:3900 or https://oss-cn-hangzhou.aliyuncs.com (alias: endpoint)" },
+    OptionDoc { name: "region", value: "NAME", help: "signing region (default: AWS_REGION, else us-east-1)" },
+    OptionDoc { name: "use_path_request_style", value: "", help: "path-style requests (http://host/bucket/key), for MinIO, Garage, Ceph" },
+    OptionDoc { name: "passwd_file", value: "PATH", help: "credentials file, lines AK:SK or BUCKET:AK:SK, must not be readable by group/others; default: the AWS credential chain (env, profile, web identity, IMDS)" },
+    OptionDoc { name: "ro", value: "", help: "read-only mount; writes fail with EROFS" },
+    OptionDoc { name: "allow_other", value: "", help: "let users other than the mounter in (kernel still checks modes)" },
+    OptionDoc { name: "uid", value: "N", help: "show every file and directory as owned by uid N" },
+    OptionDoc { name: "gid", value: "N", help: "show every file and directory as owned by gid N" },
+    OptionDoc { name: "umask", value: "OOO", help: "show permission bits as 0777 & ~OOO (presentation only)" },
+    OptionDoc { name: "mp_umask", value: "OOO", help: "mount root shows 0777 & ~OOO (with allow_other; without it the root is 0700)" },
+    OptionDoc { name: "file_mode", value: "OOO", help: "mode of files without mode metadata (default 0640)" },
+    OptionDoc { name: "dir_mode", value: "OOO", help: "mode of directories without mode metadata (default 0750)" },
+    OptionDoc { name: "max_stat_cache_size", value: "N", help: "entries in the stat cache (default 100000)" },
+    OptionDoc { name: "stat_cache_expire", value: "SECS", help: "how long attributes and names are cached, also by the kernel (default 60)" },
+    OptionDoc { name: "disable_noobj_cache", value: "", help: "do not cache the absence of a name (negative cache is on by default)" },
+    OptionDoc { name: "listobjectsv1", value: "", help: "list with ListObjects v1 instead of ListObjectsV2" },
+    OptionDoc { name: "cache_dir", value: "DIR", help: "where files being written are staged once past max_dirty_memory (default: system temp dir)" },
+    OptionDoc { name: "max_dirty_memory", value: "MIB", help: "bytes of one file staged in memory before spilling to cache_dir (default 8)" },
+    OptionDoc { name: "multipart_size", value: "MIB", help: "part size of multipart uploads (default 10, min 5)" },
+    OptionDoc { name: "parallel_count", value: "N", help: "parts uploaded at once per file (default 5)" },
+    OptionDoc { name: "retries", value: "N", help: "attempts per S3 request (default 5)" },
+    OptionDoc { name: "connect_timeout", value: "SECS", help: "TCP connect timeout (default 10)" },
+    OptionDoc { name: "readwrite_timeout", value: "SECS", help: "timeout of one request attempt (default 120)" },
+    OptionDoc { name: "hardlink_errno", value: "enotsup|eperm", help: "what link(2) returns (default enotsup; directories always eperm)" },
+    OptionDoc { name: "dbglevel", value: "LEVEL", help: "log level: err, warn (default), info, debug, trace" },
+    OptionDoc { name: "logfile", value: "PATH", help: "log to this file (default: syslog when daemonized, stderr with -f)" },
+    OptionDoc { name: "fuse_threads", value: "N", help: "threads reading FUSE requests (default 2)" },
+    OptionDoc { name: "nosuid, nodev, noexec, suid, dev, exec, noatime, atime", value: "", help: "kernel mount flags, passed through" },
+    OptionDoc { name: "default_permissions, nonempty, rw", value: "", help: "accepted for compatibility (permissions are always checked by the kernel)" },
+];
+
+fn parse_u32(name: &str, value: &str) -> Result<u32, OptionError> {
+    value.parse::<u32>().map_err(|_| {
+        OptionError::new(format!(
+            "option '{name}={value}': '{value}' is not a whole number"
+        ))
+    })
+}
+
+fn parse_u64(name: &str, value: &str) -> Result<u64, OptionError> {
+    value.parse::<u64>().map_err(|_| {
+        OptionError::new(format!(
+            "option '{name}={value}': '{value}' is not a whole number"
+        ))
+    })
+}
+
+fn parse_octal_mode(name: &str, value: &str) -> Result<u32, OptionError> {
+    match u32::from_str_radix(value, 8) {
+        Ok(v) if v <= 0o7777 => Ok(v),
+        _ => Err(OptionError::new(format!(
+            "option '{name}={value}': expected an octal mode such as 022 or 0750"
+        ))),
+    }
+}
+
+fn parse_secs(name: &str, value: &str) -> Result<Duration, OptionError> {
+    let secs = parse_u64(name, value)?;
+    Ok(Duration::from_secs(secs))
+}
+
+fn require_value<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, OptionError> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(OptionError::new(format!(
+            "option '{name}' needs a value: write -o {name}=VALUE"
+        ))),
+    }
+}
+
+fn reject_value(name: &str, value: Option<&str>) -> Result<(), OptionError> {
+    match value {
+        None => Ok(()),
+        Some(v) => Err(OptionError::new(format!(
+            "option '{name}' takes no value (got '{name}={v}'); write -o {name}"
+        ))),
+    }
+}
+
+impl MountOptions {
+    /// Parses every `-o` argument (each a comma-separated list) into options, in order; later
+    /// options win.
+    pub fn parse<S: AsRef<str>>(groups: &[S]) -> Result<Self, OptionError> {
+        let mut opts = MountOptions::default();
+        for group in groups {
+            for item in group.as_ref().split(',') {
+                let item = item.trim();
+                if item.is_empty() {
+                    continue;
+                }
+                opts.apply(item)?;
+            }
+        }
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    fn apply(&mut self, item: &str) -> Result<(), OptionError> {
+        let (name, value) = match item.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (item, None),
+        };
+        match name {
+            "url" | "endpoint" => {
+                let v = require_value(name, value)?;
+                self.endpoint = Some(v.trim_end_matches('/').to_string());
+            }
+            "region" => self.region = Some(require_value(name, value)?.to_string()),
+            "use_path_request_style" => {
+                reject_value(name, value)?;
+                self.path_style = true;
+            }
+            "passwd_file" => self.passwd_file = Some(PathBuf::from(require_value(name, value)?)),
+            "ro" => {
+                reject_value(name, value)?;
+                self.read_only = true;
+            }
+            "rw" => {
+                reject_value(name, value)?;
+                self.read_only = false;
+            }
+            "allow_other" => {
+                reject_value(name, value)?;
+                self.allow_other = true;
+            }
+            "max_stat_cache_size" => self.max_stat_cache_size = parse_u64(name, require_value(name, value)?)?,
+            "stat_cache_expire" => self.stat_cache_expire = parse_secs(name, require_value(name, value)?)?,
+            "disable_noobj_cache" => {
+                reject_value(name, value)?;
+                self.negative_cache = false;
+            }
+            "enable_noobj_cache" => {
+                reject_value(name, value)?;
+                self.negative_cache = true;
+            }
+            "listobjectsv1" => {
+                reject_value(name, value)?;
+                self.list_objects_v1 = true;
+            }
+            "cache_dir" => self.cache_dir = Some(PathBuf::from(require_value(name, value)?)),
+            "dbglevel" | "debug_level" => {
+                let v = require_value(name, value)?;
+                self.log_level = match v.to_ascii_lowercase().as_str() {
+                    "crit" | "critical" | "err" | "error" => LogLevel::Error,
+                    "warn" | "warning" => LogLevel::Warn,
+                    "info" => LogLevel::Info,
+                    "dbg" | "debug" => LogLevel::Debug,
+                    "trace" => LogLevel::Trace,
+                    _ => {
+                        return Err(OptionError::new(format!(
+                            "option 'dbglevel={v}': use one of err, warn, info, debug, trace"
+                        )))
+                    }
+                };
+            }
+            "logfile" => self.log_file = Some(PathBuf::from(require_value(name, value)?)),
+            "uid" => self.uid = Some(parse_u32(name, require_value(name, value)?)?),
+            "gid" => self.gid = Some(parse_u32(name, require_value(name, value)?)?),
+            "umask" => self.umask = Some(parse_octal_mode(name, require_value(name, value)?)? & 0o777),
+            "mp_umask" => self.mp_umask = Some(parse_octal_mode(name, require_value(name, value)?)? & 0o777),
+            "file_mode" => self.file_mode = parse_octal_mode(name, require_value(name, value)?)?,
+            "dir_mode" => self.dir_mode = parse_octal_mode(name, require_value(name, value)?)?,
+            "multipart_size" => {
+                let mib = parse_u64(name, require_value(name, value)?)?;
+                if !(5..=5 * 1024).contains(&mib) {
+                    return Err(OptionError::new(format!(
+                        "option 'multipart_size={mib}': S3 parts must be 5 to 5120 MiB"
+                    )));
+                }
+                self.multipart_size = mib * 1024 * 1024;
+            }
+            "parallel_count" => {
+                let n = parse_u64(name, require_value(name, value)?)?;
+                if !(1..=64).contains(&n) {
+                    return Err(OptionError::new(format!(
+                        "option 'parallel_count={n}': use 1 to 64"
+                    )));
+                }
+                self.parallel_count = n as usize;
+            }
+            "max_dirty_memory" => {
+                let mib = parse_u64(name, require_value(name, value)?)?;
+                self.memory_staging_limit = mib * 1024 * 1024;
+            }
+            "retries" => {
+                let n = parse_u32(name, require_value(name, value)?)?;
+                if n == 0 {
+                    return Err(OptionError::new(
+                        "option 'retries=0': at least one attempt is needed; use retries=1 or more",
+                    ));
+                }
+                self.retries = n;
+            }
+            "connect_timeout" => {
+                self.connect_timeout = parse_secs(name, require_value(name, value)?)?;
+                if self.connect_timeout.is_zero() {
+                    return Err(OptionError::new(
+                        "option 'connect_timeout=0': use 1 or more seconds",
+                    ));
+                }
+            }
+            "readwrite_timeout" => {
+                self.readwrite_timeout = parse_secs(name, require_value(name, value)?)?;
+                if self.readwrite_timeout.is_zero() {
+                    return Err(OptionError::new(
+                        "option 'readwrite_timeout=0': use 1 or more seconds",
+                    ));
+                }
+            }
+            "fuse_threads" => {
+                let n = parse_u64(name, require_value(name, value)?)?;
+                if !(1..=64).contains(&n) {
+                    return Err(OptionError::new(format!(
+                        "option 'fuse_threads={n}': use 1 to 64"
+                    )));
+                }
+                self.fuse_threads = n as usize;
+            }
+            "hardlink_errno" => {
+                self.hardlink_errno = match require_value(name, value)? {
+                    "enotsup" | "ENOTSUP" => HardlinkErrno::Enotsup,
+                    "eperm" | "EPERM" => HardlinkErrno::Eperm,
+                    v => {
+                        return Err(OptionError::new(format!(
+                            "option 'hardlink_errno={v}': use enotsup or eperm"
+                        )))
+                    }
+                }
+            }
+            "nosuid" | "nodev" | "noexec" | "suid" | "dev" | "exec" | "noatime" | "atime" | "nodiratime"
+            | "relatime" | "sync" | "async" | "dirsync" => {
+                reject_value(name, value)?;
+                self.kernel_flags.push(name.to_string());
+            }
+            "default_permissions" | "nonempty" => reject_value(name, value)?,
+            _ => {
+                return Err(OptionError::new(format!(
+                    "unknown option '{name}'; see 'rossfs --help' for the list of options"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), OptionError> {
+        if let Some(url) = &self.endpoint {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.starts_with('/') => {}
+                _ => {
+                    return Err(OptionError::new(format!(
+                        "option 'url={url}' is not an http:// or https:// URL; \
+                         write e.g. -o url=https://s3.amazonaws.com"
+                    )))
+                }
+            }
+        }
+        if self.memory_staging_limit > 0 && self.memory_staging_limit < 64 * 1024 {
+            return Err(OptionError::new(
+                "option 'max_dirty_memory' is below 64 KiB; use 0 (always stage on disk) or 1 or more MiB",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_with_and_without_prefix() {
+        let s = MountSource::parse("my-bucket").unwrap();
+        assert_eq!(s.prefix, "");
+        let s = MountSource::parse("my-bucket:/data/2024").unwrap();
+        assert_eq!(
+            (s.bucket.as_str(), s.prefix.as_str()),
+            ("my-bucket", "data/2024/")
+        );
+        let s = MountSource::parse("my-bucket:data/").unwrap();
+        assert_eq!(s.prefix, "data/");
+        assert_eq!(MountSource::parse("my-bucket:/").unwrap().prefix, "");
+    }
+
+    #[test]
+    fn bad_sources_are_refused() {
+        for bad in [
+            "", ":/x", "UPPER", "ab", "b:/a//c", "b:/../x", "-bucket", "bucket!",
+        ] {
+            let spec = if bad == "b:/a//c" || bad == "b:/../x" {
+                format!("bkt{}", &bad[1..])
+            } else {
+                bad.to_string()
+            };
+            assert!(MountSource::parse(&spec).is_err(), "{spec} accepted");
+        }
+    }
+
+    #[test]
+    fn options_parse_with_values_and_flags() {
+        let o = MountOptions::parse(&[
+            "url=http://127.0.0.1:3900/,use_path_request_style",
+            "allow_other,umask=022,uid=1000,stat_cache_expire=5,disable_noobj_cache",
+            "multipart_size=16,dbglevel=debug",
+        ])
+        .unwrap();
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(o.path_style && o.allow_other && !o.negative_cache);
+        assert_eq!(o.umask, Some(0o022));
+        assert_eq!(o.uid, Some(1000));
+        assert_eq!(o.stat_cache_expire, Duration::from_secs(5));
+        assert_eq!(o.multipart_size, 16 << 20);
+        assert_eq!(o.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn unknown_and_malformed_options_name_the_option() {
+        let e = MountOptions::parse(&["bogus_opt"]).unwrap_err();
+        assert!(e.0.contains("unknown option 'bogus_opt'"), "{e}");
+        for (bad, needle) in [
+            ("uid=abc", "uid=abc"),
+            ("umask=999", "umask=999"),
+            ("url=ftp://x", "url=ftp://x"),
+            ("url", "needs a value"),
+            ("ro=1", "takes no value"),
+            ("multipart_size=1", "5 to 5120"),
+            ("dbglevel=loud", "dbglevel=loud"),
+            ("retries=0", "retries=0"),
+        ] {
+            let e = MountOptions::parse(&[bad]).unwrap_err();
+            assert!(e.0.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_documented_option_parses() {
+        for doc in OPTION_DOCS {
+            for name in doc.name.split(", ") {
+                let item = match doc.value {
+                    "" => name.to_string(),
+                    "URL" => format!("{name}=http://localhost:9000"),
+                    "OOO" => format!("{name}=022"),
+                    "enotsup|eperm" => format!("{name}=eperm"),
+                    "LEVEL" => format!("{name}=info"),
+                    "MIB" => format!("{name}=16"),
+                    _ => format!("{name}=7"),
+                };
+                MountOptions::parse(&[item.as_str()])
+                    .unwrap_or_else(|e| panic!("documented option {item} refused: {e}"));
+            }
+        }
+    }
+}

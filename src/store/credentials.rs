@@ -1,0 +1,239 @@
+//! Credentials from an s3fs/ossfs-style password file, re-read when the file changes.
+//!
+//! The file holds `ACCESS_KEY:SECRET` or `BUCKET:ACCESS_KEY:SECRET` lines (`#` comments and blank
+//! lines ignored); a bucket-specific line wins over a generic one. Like s3fs, a file readable by
+//! group or others is refused. The provider stats the file on each credential request and
+//! re-reads it when its modification time or size changed, so rotated keys take effect without a
+//! remount. Secrets live only inside [`aws_credential_types::Credentials`], whose `Debug` redacts
+//! them; no error message here quotes a line of the file.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aws_credential_types::provider::{self, error::CredentialsError, future, ProvideCredentials};
+use aws_credential_types::Credentials;
+
+/// Why a password file cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PasswdFileError {
+    /// Could not open or stat it.
+    #[error("cannot read passwd_file {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// Group or others may read it.
+    #[error("passwd_file {path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}")]
+    TooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// No usable line.
+    #[error("passwd_file {path} has no line for bucket '{bucket}': write ACCESS_KEY:SECRET or {bucket}:ACCESS_KEY:SECRET")]
+    NoEntry {
+        /// The file.
+        path: String,
+        /// The bucket.
+        bucket: String,
+    },
+    /// A line has the wrong shape (its number is given, never its content).
+    #[error(
+        "passwd_file {path} line {line} is malformed: expected ACCESS_KEY:SECRET or BUCKET:ACCESS_KEY:SECRET"
+    )]
+    Malformed {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+    },
+}
+
+/// Parses the file's text and picks the keys for `bucket`.
+pub fn parse_passwd(text: &str, bucket: &str, path: &str) -> Result<(String, String), PasswdFileError> {
+    let mut generic = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(':').collect();
+        match parts.as_slice() {
+            [ak, sk] if !ak.is_empty() && !sk.is_empty() => {
+                if generic.is_none() {
+                    generic = Some((ak.to_string(), sk.to_string()));
+                }
+            }
+            [b, ak, sk] if !b.is_empty() && !ak.is_empty() && !sk.is_empty() => {
+                if *b == bucket {
+                    return Ok((ak.to_string(), sk.to_string()));
+                }
+            }
+            _ => {
+                return Err(PasswdFileError::Malformed {
+                    path: path.to_string(),
+                    line: i + 1,
+                });
+            }
+        }
+    }
+    generic.ok_or_else(|| PasswdFileError::NoEntry {
+        path: path.to_string(),
+        bucket: bucket.to_string(),
+    })
+}
+
+/// Modification time (ns) and size of the file, to notice a rewrite.
+pub type FileStamp = (i64, u64);
+
+/// Reads and checks the file (permissions, then content); returns the keys and the stamp.
+pub fn load_passwd_file(path: &Path, bucket: &str) -> Result<((String, String), FileStamp), PasswdFileError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| PasswdFileError::Unreadable {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PasswdFileError::TooOpen { path: shown, mode });
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| PasswdFileError::Unreadable {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let keys = parse_passwd(&text, bucket, &shown)?;
+    Ok((
+        keys,
+        (meta.mtime_nsec() + meta.mtime() * 1_000_000_000, meta.len()),
+    ))
+}
+
+/// A credentials provider backed by a password file, reloaded on change.
+#[derive(Debug)]
+pub struct PasswdFileProvider {
+    path: PathBuf,
+    bucket: String,
+    cached: Mutex<Option<(FileStamp, Credentials)>>,
+}
+
+impl PasswdFileProvider {
+    /// Checks the file now, so a bad file fails the mount before it starts.
+    pub fn new(path: PathBuf, bucket: &str) -> Result<Self, PasswdFileError> {
+        let ((ak, sk), stamp) = load_passwd_file(&path, bucket)?;
+        let creds = Credentials::new(ak, sk, None, None, "passwd_file");
+        Ok(Self {
+            path,
+            bucket: bucket.to_string(),
+            cached: Mutex::new(Some((stamp, creds))),
+        })
+    }
+
+    fn current(&self) -> provider::Result {
+        let stamp = std::fs::metadata(&self.path)
+            .map(|m| (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.len()))
+            .ok();
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some((old, creds)), Some(now)) = (cached.as_ref(), stamp) {
+            if *old == now {
+                return Ok(creds.clone());
+            }
+        }
+        match load_passwd_file(&self.path, &self.bucket) {
+            Ok(((ak, sk), stamp)) => {
+                let creds = Credentials::new(ak, sk, None, None, "passwd_file");
+                tracing::info!(path = %self.path.display(), "passwd_file changed: using the new keys");
+                *cached = Some((stamp, creds.clone()));
+                Ok(creds)
+            }
+            Err(e) => match cached.as_ref() {
+                // Keep serving the last good keys while the file is being rewritten or broken.
+                Some((_, creds)) => {
+                    tracing::warn!("{e}; keeping the previous keys");
+                    Ok(creds.clone())
+                }
+                None => Err(CredentialsError::provider_error(e)),
+            },
+        }
+    }
+}
+
+impl ProvideCredentials for PasswdFileProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::ready(self.current())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_and_bucket_lines() {
+        let text = "# comment\n\nAKGEN:SKGEN\nother:AKO:SKO\nmine:AKM:SKM\n";
+        assert_eq!(
+            parse_passwd(text, "mine", "f").unwrap(),
+            ("AKM".into(), "SKM".into())
+        );
+        assert_eq!(
+            parse_passwd(text, "nope", "f").unwrap(),
+            ("AKGEN".into(), "SKGEN".into())
+        );
+    }
+
+    #[test]
+    fn malformed_and_empty() {
+        assert_eq!(
+            parse_passwd("justonefield\n", "b", "f"),
+            Err(PasswdFileError::Malformed {
+                path: "f".into(),
+                line: 1
+            })
+        );
+        assert!(matches!(
+            parse_passwd("", "b", "f"),
+            Err(PasswdFileError::NoEntry { .. })
+        ));
+        assert!(matches!(
+            parse_passwd("other:a:b\n", "b", "f"),
+            Err(PasswdFileError::NoEntry { .. })
+        ));
+        let e = parse_passwd("a:b:c:SECRETVALUE\n", "b", "f").unwrap_err();
+        assert!(!e.to_string().contains("SECRETVALUE"));
+    }
+
+    #[test]
+    fn group_readable_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("passwd");
+        std::fs::write(&p, "AK:SK\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            load_passwd_file(&p, "b"),
+            Err(PasswdFileError::TooOpen { mode: 0o640, .. })
+        ));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(load_passwd_file(&p, "b").unwrap().0, ("AK".into(), "SK".into()));
+    }
+
+    #[test]
+    fn provider_reloads_after_rewrite() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("passwd");
+        std::fs::write(&p, "AK1:SK1\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let prov = PasswdFileProvider::new(p.clone(), "b").unwrap();
+        assert_eq!(prov.current().unwrap().access_key_id(), "AK1");
+        std::fs::write(&p, "AK22:SK22\n").unwrap();
+        assert_eq!(prov.current().unwrap().access_key_id(), "AK22");
+        assert!(!format!("{prov:?}").contains("SK22"));
+    }
+}

@@ -1,0 +1,511 @@
+//! The object-store client: the only module that talks S3.
+//!
+//! [`ObjectStore`] wraps one `aws_sdk_s3::Client` bound to one bucket and offers the handful of
+//! operations the filesystem needs (HEAD, LIST, ranged GET, PUT, multipart, DELETE), each
+//! returning plain data ([`ObjectInfo`], [`ListPage`]) or a [`StoreError`] that keeps the S3 error
+//! code. Retries (standard mode, exponential backoff with jitter), connect and per-attempt
+//! timeouts, and checksum policy (only when the server requires one: some S3 implementations
+//! reject aws-chunked uploads with checksum trailers) are configured here once, from the mount
+//! options. Nothing above this layer sees an SDK type.
+
+mod credentials;
+mod error;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+
+pub use credentials::{load_passwd_file, parse_passwd, PasswdFileError, PasswdFileProvider};
+pub use error::StoreError;
+
+use crate::options::{MountOptions, MountSource};
+
+/// Characters escaped in `x-amz-copy-source` (everything but unreserved characters and `/`).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What a HEAD (or a LIST entry) tells about one object.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectInfo {
+    /// Full key.
+    pub key: String,
+    /// Content length.
+    pub size: u64,
+    /// ETag as the server sent it (with quotes).
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<SystemTime>,
+    /// `Content-Type` (HEAD only).
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`), names lower-cased without the prefix (HEAD only).
+    pub metadata: HashMap<String, String>,
+}
+
+/// One page of a delimited listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Objects directly under the prefix (no metadata: LIST does not return it).
+    pub objects: Vec<ObjectInfo>,
+    /// Common prefixes ("sub-directories"), each ending in the delimiter.
+    pub prefixes: Vec<String>,
+    /// Token (or marker, for v1) of the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Headers written with a new object.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// `Content-Type`.
+    pub content_type: String,
+    /// User metadata, names without the `x-amz-meta-` prefix.
+    pub metadata: HashMap<String, String>,
+}
+
+/// The bucket, seen through the S3 API.
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    endpoint: String,
+    list_v1: bool,
+}
+
+impl ObjectStore {
+    /// Builds the client from the options: endpoint, region, path style, credentials (the
+    /// password file, else the standard AWS chain), retries and timeouts. Makes no request.
+    pub async fn new(opts: &MountOptions, source: &MountSource) -> Result<Self, String> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &opts.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(path) = &opts.passwd_file {
+            let provider =
+                PasswdFileProvider::new(path.clone(), &source.bucket).map_err(|e| e.to_string())?;
+            loader = loader.credentials_provider(provider);
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(opts.path_style)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(opts.retries)
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(5)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(opts.connect_timeout)
+                    .operation_attempt_timeout(opts.readwrite_timeout)
+                    .build(),
+            )
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if shared.region().is_none() {
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        if let Some(url) = &opts.endpoint {
+            builder = builder.endpoint_url(url.clone());
+        }
+        let endpoint = opts.endpoint.clone().unwrap_or_else(|| {
+            let region = shared
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "us-east-1".into());
+            format!("https://s3.{region}.amazonaws.com")
+        });
+        Ok(Self {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: source.bucket.clone(),
+            endpoint,
+            list_v1: opts.list_objects_v1,
+        })
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The endpoint URL, for messages.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn err<E>(
+        &self,
+        e: aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+        op: &'static str,
+        key: &str,
+    ) -> StoreError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let e = StoreError::from_sdk(e, op, key, &self.endpoint);
+        if !e.is_not_found() {
+            tracing::debug!("{e}");
+        }
+        e
+    }
+
+    /// One cheap request that proves endpoint, credentials and bucket work: a one-key listing of
+    /// the mount prefix, tried at most twice so an unreachable endpoint fails fast.
+    pub async fn check_access(&self, prefix: &str) -> Result<(), StoreError> {
+        let quick = aws_sdk_s3::config::Builder::default().retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(200)),
+        );
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .customize()
+            .config_override(quick)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "ListObjectsV2", prefix))?;
+        Ok(())
+    }
+
+    /// HEAD of a key: `Ok(None)` only for a real 404; every other failure is an error, never
+    /// "absent".
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                etag: out.e_tag().map(str::to_string),
+                last_modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                content_type: out.content_type().map(str::to_string),
+                metadata: out
+                    .metadata()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })),
+            Err(e) => {
+                let e = self.err(e, "HeadObject", key);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// One page of the listing of `prefix`, grouped by `/` when `delimited`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: i32,
+    ) -> Result<ListPage, StoreError> {
+        if self.list_v1 {
+            return self.list_v1(prefix, delimited, token, max_keys).await;
+        }
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max_keys);
+        if delimited {
+            req = req.delimiter("/");
+        }
+        if let Some(t) = token {
+            req = req.continuation_token(t);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.err(e, "ListObjectsV2", prefix))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(str::to_string),
+                    last_modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let prefixes = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            out.next_continuation_token().map(str::to_string)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    async fn list_v1(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        marker: Option<String>,
+        max_keys: i32,
+    ) -> Result<ListPage, StoreError> {
+        let mut req = self
+            .client
+            .list_objects()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(max_keys);
+        if delimited {
+            req = req.delimiter("/");
+        }
+        if let Some(m) = marker {
+            req = req.marker(m);
+        }
+        let out = req.send().await.map_err(|e| self.err(e, "ListObjects", prefix))?;
+        let objects: Vec<ObjectInfo> = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(str::to_string),
+                    last_modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let prefixes: Vec<String> = out
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_string))
+            .collect();
+        let next = if out.is_truncated() == Some(true) {
+            // v1 gives NextMarker only with a delimiter; otherwise the last key is the marker.
+            out.next_marker().map(str::to_string).or_else(|| {
+                let last_obj = objects.last().map(|o| o.key.clone());
+                let last_pre = prefixes.last().cloned();
+                last_obj.max(last_pre)
+            })
+        } else {
+            None
+        };
+        Ok(ListPage {
+            objects,
+            prefixes,
+            next,
+        })
+    }
+
+    /// Bytes `[start, end)` of an object. Returns fewer bytes only at the end of the object.
+    pub async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
+        if end <= start {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", start, end - 1))
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let e = self.err(e, "GetObject", key);
+                // Reading at or past the end of an object: nothing to return.
+                if let StoreError::Service { status: 416, .. } = e {
+                    return Ok(Bytes::new());
+                }
+                return Err(e);
+            }
+        };
+        let data = out.body.collect().await.map_err(|e| {
+            StoreError::local("GetObject", key, format!("reading the response body failed: {e}"))
+        })?;
+        Ok(data.into_bytes())
+    }
+
+    /// PUT of a whole object; returns its ETag.
+    pub async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .content_type(&opts.content_type)
+            .set_metadata(Some(opts.metadata.clone()))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.err(e, "PutObject", key))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    /// Starts a multipart upload; returns its id.
+    pub async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(&opts.content_type)
+            .set_metadata(Some(opts.metadata.clone()))
+            .send()
+            .await
+            .map_err(|e| self.err(e, "CreateMultipartUpload", key))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            StoreError::local("CreateMultipartUpload", key, "the server returned no upload id")
+        })
+    }
+
+    /// Uploads part `number` (1-based); returns its ETag.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(body.len() as i64)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.err(e, "UploadPart", key))?;
+        out.e_tag()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::local("UploadPart", key, "the server returned no ETag for a part"))
+    }
+
+    /// Completes a multipart upload from `(part number, etag)` pairs; returns the ETag.
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+    ) -> Result<Option<String>, StoreError> {
+        let parts = parts
+            .into_iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| self.err(e, "CompleteMultipartUpload", key))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    /// Aborts a multipart upload so no parts are left behind.
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "AbortMultipartUpload", key))?;
+        Ok(())
+    }
+
+    /// Rewrites an object's metadata in place (CopyObject onto itself with
+    /// `x-amz-metadata-directive: REPLACE`), guarded by the ETag read earlier so a concurrent
+    /// change by someone else is not overwritten; returns the new ETag.
+    pub async fn replace_metadata(
+        &self,
+        key: &str,
+        put: &PutOptions,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(key, COPY_SOURCE)
+        );
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(source)
+            .set_copy_source_if_match(if_match.map(str::to_string))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+            .content_type(&put.content_type)
+            .set_metadata(Some(put.metadata.clone()))
+            .send()
+            .await
+            .map_err(|e| self.err(e, "CopyObject", key))?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string))
+    }
+
+    /// Deletes a key (succeeds if it is already gone).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = self.err(e, "DeleteObject", key);
+                if e.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! End-to-end behaviour of a rossfs mount against a real S3 server (Garage), through a real
+//! FUSE mount: namespace rules, data integrity, listings, caching and error reporting.
+
+mod common;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::IntoRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use futures::stream::{self, StreamExt};
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    rt().block_on(f)
+}
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno in {e}")),
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    let client = s3_client().await;
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(h) => h,
+        Err(e) => panic!(
+            "HeadObject {bucket}/{key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        ),
+    }
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn mount_time_errors_exit_nonzero_naming_cause_and_fix() {
+    let bucket = block_on(new_bucket("errors"));
+    let server = server();
+
+    let out = try_mount("no-such-bucket-here", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("NoSuchBucket") && err.contains("does not exist") && err.contains(&server.endpoint),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    // Unknown access key and wrong secret: the S3 code and the server's reason are shown.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_key = write_passwd_file(dir.path(), "GK000000000000000000000000", &server.secret_key);
+    let out = try_mount(&bucket, &[&format!("passwd_file={}", bad_key.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("403") && err.contains("passwd_file"), "{err}");
+    assert!(
+        err.contains("AccessDenied") || err.contains("InvalidAccessKeyId"),
+        "{err}"
+    );
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let bad_secret = write_passwd_file(dir2.path(), &server.access_key, &"0".repeat(64));
+    let out = try_mount(&bucket, &[&format!("passwd_file={}", bad_secret.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("403") && (err.contains("signature") || err.contains("SignatureDoesNotMatch")),
+        "{err}"
+    );
+
+    // A group-readable passwd file is refused before any request.
+    let dir3 = tempfile::tempdir().expect("tempdir");
+    let open = write_passwd_file(dir3.path(), &server.access_key, &server.secret_key);
+    fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = try_mount(&bucket, &[&format!("passwd_file={}", open.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("chmod 600") && !err.contains(&server.secret_key),
+        "{err}"
+    );
+
+    // Nothing listens: connection refused, naming the URL.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{closed}");
+    let out = try_mount(&bucket, &[&format!("url={url}")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("cannot reach") && err.contains(&url), "{err}");
+
+    // Something listens but never answers: a timeout, naming the URL.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let out = try_mount(&bucket, &[&format!("url={url}"), "readwrite_timeout=1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(err.contains("did not answer") && err.contains(&url), "{err}");
+    drop(silent);
+
+    // Bad option values and unknown options name the option.
+    let out = try_mount(&bucket, &["bogus_option"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("unknown option 'bogus_option'"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = try_mount(&bucket, &["stat_cache_expire=soon"]);
+    assert!(
+        stderr_of(&out).contains("stat_cache_expire=soon"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn mountpoint_missing_not_a_directory_or_busy_is_refused() {
+    let bucket = block_on(new_bucket("mountpoint"));
+    let server = server();
+    let scratch = tempfile::tempdir().unwrap();
+    let passwd = write_passwd_file(scratch.path(), &server.access_key, &server.secret_key);
+
+    let missing = scratch.path().join("missing");
+    let out = mount_command(&bucket, &missing, &passwd, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("does not exist") && stderr_of(&out).contains("mkdir -p"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    let file = scratch.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    let out = mount_command(&bucket, &file, &passwd, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_of(&out).contains("not a directory"), "{}", stderr_of(&out));
+
+    let m = Mount::mount(&bucket, &[]);
+    let out = mount_command(&bucket, m.path(), &passwd, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("already mounted") && err.contains("fuse.rossfs"),
+        "{err}"
+    );
+    m.unmount();
+}
+
+#[test]
+fn mkdir_writes_a_marker_and_rmdir_follows_posix() {
+    let bucket = block_on(new_bucket("dirs"));
+    let m = Mount::mount(&bucket, &[]);
+    let d = m.path().join("made");
+    fs::create_dir(&d).unwrap();
+    let h = block_on(head(&bucket, "made/"));
+    assert_eq!(h.content_length(), Some(0));
+    assert_eq!(h.content_type(), Some("application/octet-stream"));
+    let meta = h.metadata().cloned().unwrap_or_default();
+    let mode: u32 = meta.get("mode").expect("mode metadata").parse().unwrap();
+    assert_eq!(mode & 0o170000, 0o040000, "type bits of a directory");
+    assert_eq!(meta.get("uid").map(String::as_str), Some("0"));
+    assert!(meta.get("mtime").is_some_and(|t| t.contains('.')), "{meta:?}");
+    assert!(fs::metadata(&d).unwrap().is_dir());
+
+    assert_eq!(errno_of(fs::create_dir(&d)), libc::EEXIST);
+    fs::write(d.join("child"), b"c").unwrap();
+    assert_eq!(errno_of(fs::remove_dir(&d)), libc::ENOTEMPTY);
+    // A key created by someone else under the prefix also keeps it non-empty.
+    fs::remove_file(d.join("child")).unwrap();
+    block_on(async { put_object(&s3_client().await, &bucket, "made/deep/x", b"x".to_vec()).await });
+    assert_eq!(errno_of(fs::remove_dir(&d)), libc::ENOTEMPTY);
+    block_on(async {
+        s3_client()
+            .await
+            .delete_object()
+            .bucket(&bucket)
+            .key("made/deep/x")
+            .send()
+            .await
+            .unwrap()
+    });
+    fs::remove_dir(&d).unwrap();
+    assert_eq!(errno_of(fs::metadata(&d)), libc::ENOENT);
+    assert!(block_on(async { list_keys(&s3_client().await, &bucket, "made").await }).is_empty());
+
+    assert_eq!(errno_of(fs::remove_dir(m.path().join("nothing"))), libc::ENOENT);
+    fs::write(m.path().join("plain"), b"p").unwrap();
+    assert_eq!(errno_of(fs::remove_dir(m.path().join("plain"))), libc::ENOTDIR);
+    assert_eq!(errno_of(fs::remove_file(m.path())), libc::EISDIR);
+    m.unmount();
+}
+
+#[test]
+fn hundred_mib_round_trips_both_ways() {
+    let bucket = block_on(new_bucket("big"));
+    let m = Mount::mount(&bucket, &[]);
+    let data = pattern(100 << 20, 1);
+    fs::write(m.path().join("through-mount.bin"), &data).unwrap();
+    let got = block_on(async { get_object(&s3_client().await, &bucket, "through-mount.bin").await });
+    assert_eq!(got.len(), data.len());
+    assert!(
+        got == data,
+        "object differs from what was written through the mount"
+    );
+    let h = block_on(head(&bucket, "through-mount.bin"));
+    assert_eq!(h.content_length(), Some(100 << 20));
+
+    let other = pattern(100 << 20, 2);
+    block_on(async { put_object(&s3_client().await, &bucket, "through-api.bin", other.clone()).await });
+    let read = fs::read(m.path().join("through-api.bin")).unwrap();
+    assert!(read == other, "mount read differs from the object");
+    m.unmount();
+}
+
+#[test]
+fn small_files_overwrite_append_and_random_offsets() {
+    let bucket = block_on(new_bucket("small"));
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path().join("f.txt");
+    fs::write(&p, b"hello world").unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"hello world");
+    fs::write(&p, b"short").unwrap();
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "f.txt").await }),
+        b"short"
+    );
+    let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(b"+more").unwrap();
+    drop(f);
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "f.txt").await }),
+        b"short+more"
+    );
+    let mut f = fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    f.seek(SeekFrom::Start(2)).unwrap();
+    f.write_all(b"XY").unwrap();
+    f.seek(SeekFrom::Start(20)).unwrap();
+    f.write_all(b"Z").unwrap();
+    f.sync_all().unwrap();
+    let mut expect = b"shXYt+more".to_vec();
+    expect.resize(20, 0);
+    expect.push(b'Z');
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "f.txt").await }),
+        expect
+    );
+    f.set_len(4).unwrap();
+    drop(f);
+    assert_eq!(fs::read(&p).unwrap(), b"shXY");
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "f.txt").await }),
+        b"shXY"
+    );
+    // An empty file is stored as an empty object with the creator's mode.
+    let e = m.path().join("empty");
+    fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .mode_0600()
+        .open(&e)
+        .unwrap();
+    let h = block_on(head(&bucket, "empty"));
+    assert_eq!(h.content_length(), Some(0));
+    let mode: u32 = h.metadata().and_then(|m| m.get("mode")).unwrap().parse().unwrap();
+    assert_eq!(mode, 0o100600);
+    assert_eq!(fs::metadata(&e).unwrap().mode() & 0o7777, 0o600);
+    m.unmount();
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+impl Mode0600 for fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+#[test]
+fn directory_of_2500_objects_lists_completely_over_three_pages() {
+    let bucket = block_on(new_bucket("list"));
+    block_on(async {
+        let client = s3_client().await;
+        stream::iter(0..2500)
+            .for_each_concurrent(32, |i| {
+                let client = client.clone();
+                let bucket = bucket.clone();
+                async move {
+                    let key = format!("many/f{i:05}");
+                    client
+                        .put_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .body(ByteStream::from_static(b"x"))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            })
+            .await;
+        put_object(&client, &bucket, "many/sub/inner", b"i".to_vec()).await;
+    });
+    for opts in [&[][..], &["listobjectsv1"][..]] {
+        let m = Mount::mount(&bucket, opts);
+        let names = names_in(&m.path().join("many"));
+        assert_eq!(names.len(), 2501, "{opts:?}");
+        assert_eq!(names[0], "f00000");
+        assert_eq!(names[2499], "f02499");
+        assert_eq!(names[2500], "sub");
+        // `.` and `..` are there too, once each.
+        let c_dir = CString::new(m.path().join("many").to_str().unwrap()).unwrap();
+        // SAFETY: plain libc directory iteration on a valid path.
+        let (dots, total) = unsafe {
+            let d = libc::opendir(c_dir.as_ptr());
+            assert!(!d.is_null());
+            let (mut dots, mut total) = (0, 0);
+            loop {
+                let e = libc::readdir(d);
+                if e.is_null() {
+                    break;
+                }
+                let name = std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_bytes();
+                if name == b"." || name == b".." {
+                    dots += 1;
+                }
+                total += 1;
+            }
+            libc::closedir(d);
+            (dots, total)
+        };
+        assert_eq!((dots, total), (2, 2503));
+        let sub = fs::metadata(m.path().join("many/sub")).unwrap();
+        assert!(sub.is_dir());
+        assert_eq!(fs::metadata(m.path().join("many/f01234")).unwrap().len(), 1);
+        m.unmount();
+    }
+}
+
+#[test]
+fn objects_written_through_the_api_appear_after_the_ttl() {
+    let bucket = block_on(new_bucket("ttl"));
+    let m = Mount::mount(&bucket, &["stat_cache_expire=1"]);
+    let p = m.path().join("later.txt");
+    assert_eq!(errno_of(fs::metadata(&p)), libc::ENOENT);
+    block_on(async { put_object(&s3_client().await, &bucket, "later.txt", b"v1".to_vec()).await });
+    let start = Instant::now();
+    loop {
+        match fs::read(&p) {
+            Ok(v) => {
+                assert_eq!(v, b"v1");
+                break;
+            }
+            Err(_) if start.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("object never appeared: {e}"),
+        }
+    }
+    // A change of size shows up too once the attributes expire.
+    block_on(async { put_object(&s3_client().await, &bucket, "later.txt", b"version two".to_vec()).await });
+    let start = Instant::now();
+    while fs::metadata(&p).map(|m| m.len()).unwrap_or(0) != 11 {
+        assert!(start.elapsed() < Duration::from_secs(20), "new size never showed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fs::read(&p).unwrap(), b"version two");
+    m.unmount();
+}
+
+#[test]
+fn directories_made_by_other_tools_are_directories() {
+    let bucket = block_on(new_bucket("foreign"));
+    block_on(async {
+        let c = s3_client().await;
+        // s3fs style: `dir/` object with application/x-directory and mode metadata.
+        c.put_object()
+            .bucket(&bucket)
+            .key("s3fsdir/")
+            .content_type("application/x-directory")
+            .metadata("mode", "16872")
+            .metadata("uid", "1234")
+            .metadata("gid", "4321")
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .unwrap();
+        // A directory object without the trailing slash, known only by its content type.
+        c.put_object()
+            .bucket(&bucket)
+            .key("ctdir")
+            .content_type("httpd/unix-directory")
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .unwrap();
+        // Console style marker with a body: still a directory.
+        put_object(&c, &bucket, "bodydir/", b"oops".to_vec()).await;
+        // Implicit directories only.
+        put_object(&c, &bucket, "imp/a/b/leaf", b"leaf".to_vec()).await;
+        // Legacy s3fs marker.
+        put_object(&c, &bucket, "legacy_$folder$", Vec::new()).await;
+        // A file and a directory of the same name: the directory wins.
+        put_object(&c, &bucket, "clash", b"file".to_vec()).await;
+        put_object(&c, &bucket, "clash/inside", b"in".to_vec()).await;
+        // Keys no POSIX name can hold are skipped, not fatal.
+        put_object(&c, &bucket, "bad//double", b"x".to_vec()).await;
+        put_object(&c, &bucket, &format!("long/{}", "n".repeat(300)), b"x".to_vec()).await;
+        put_object(&c, &bucket, "long/ok", b"x".to_vec()).await;
+        put_object(&c, &bucket, "dots/./x", b"x".to_vec()).await;
+        put_object(&c, &bucket, "dots/../y", b"x".to_vec()).await;
+        put_object(&c, &bucket, "dots/fine", b"x".to_vec()).await;
+        // s3sync and rclone metadata on a file.
+        c.put_object()
+            .bucket(&bucket)
+            .key("synced")
+            .metadata("permissions", "33261")
+            .metadata("owner", "77")
+            .metadata("mtime", "1700000000.5")
+            .body(ByteStream::from_static(b"s"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let m = Mount::mount(&bucket, &[]);
+    let root = m.path();
+    assert_eq!(
+        names_in(root),
+        vec!["bad", "bodydir", "clash", "ctdir", "dots", "imp", "legacy", "long", "s3fsdir", "synced"]
+    );
+    for d in [
+        "s3fsdir", "ctdir", "bodydir", "imp", "imp/a", "imp/a/b", "legacy", "clash",
+    ] {
+        assert!(
+            fs::metadata(root.join(d)).unwrap().is_dir(),
+            "{d} should be a directory"
+        );
+    }
+    let s3fsdir = fs::metadata(root.join("s3fsdir")).unwrap();
+    assert_eq!(
+        (s3fsdir.mode() & 0o7777, s3fsdir.uid(), s3fsdir.gid()),
+        (0o750, 1234, 4321)
+    );
+    assert_eq!(fs::read(root.join("imp/a/b/leaf")).unwrap(), b"leaf");
+    assert_eq!(names_in(&root.join("clash")), vec!["inside"]);
+    assert_eq!(names_in(&root.join("long")), vec!["ok"]);
+    assert_eq!(names_in(&root.join("dots")), vec!["fine"]);
+    assert!(names_in(&root.join("bad")).is_empty());
+    let synced = fs::metadata(root.join("synced")).unwrap();
+    assert_eq!((synced.mode() & 0o7777, synced.uid()), (0o755, 77));
+    assert_eq!(
+        (synced.mtime(), synced.mtime_nsec()),
+        (1_700_000_000, 500_000_000)
+    );
+    // Implicit directories show the mount time, not 1970.
+    assert!(fs::metadata(root.join("imp")).unwrap().mtime() > 1_700_000_000);
+    // Defaults for objects without metadata: 0640 files, 0750 directories.
+    assert_eq!(
+        fs::metadata(root.join("imp/a/b/leaf")).unwrap().mode() & 0o7777,
+        0o640
+    );
+    assert_eq!(fs::metadata(root.join("imp/a")).unwrap().mode() & 0o7777, 0o750);
+    m.unmount();
+}
+
+#[test]
+fn a_prefix_mount_works_before_the_prefix_exists() {
+    let bucket = block_on(new_bucket("prefix"));
+    block_on(async { put_object(&s3_client().await, &bucket, "outside.txt", b"o".to_vec()).await });
+    let m = Mount::mount(&format!("{bucket}:/team/data"), &[]);
+    assert!(names_in(m.path()).is_empty());
+    fs::create_dir(m.path().join("sub")).unwrap();
+    fs::write(m.path().join("sub/f"), b"inside").unwrap();
+    let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert_eq!(keys, vec!["outside.txt", "team/data/sub/", "team/data/sub/f"]);
+    m.unmount();
+}
+
+#[test]
+fn names_links_and_statfs() {
+    let bucket = block_on(new_bucket("names"));
+    let m = Mount::mount(&bucket, &[]);
+    let long = "a".repeat(256);
+    assert_eq!(
+        errno_of(fs::write(m.path().join(&long), b"x")),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(errno_of(fs::create_dir(m.path().join(&long))), libc::ENAMETOOLONG);
+    assert_eq!(errno_of(fs::metadata(m.path().join(&long))), libc::ENAMETOOLONG);
+    let ok = "b".repeat(255);
+    fs::write(m.path().join(&ok), b"x").unwrap();
+    assert_eq!(fs::read(m.path().join(&ok)).unwrap(), b"x");
+
+    fs::write(m.path().join("src"), b"s").unwrap();
+    assert_eq!(
+        errno_of(fs::hard_link(m.path().join("src"), m.path().join("dst"))),
+        libc::ENOTSUP
+    );
+    fs::create_dir(m.path().join("d")).unwrap();
+    assert_eq!(
+        errno_of(fs::hard_link(m.path().join("d"), m.path().join("d2"))),
+        libc::EPERM
+    );
+
+    let c = CString::new(m.path().to_str().unwrap()).unwrap();
+    // SAFETY: statvfs into a zeroed struct on a valid path.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+        st
+    };
+    assert!(
+        st.f_blocks as u128 * st.f_frsize as u128 >= 1u128 << 40,
+        "capacity shown should be large"
+    );
+    assert_eq!(st.f_namemax, 255);
+    m.unmount();
+}
+
+/// Bytes the daemon has read from sockets and files so far.
+fn daemon_rchar(pid: i32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar line")
+}
+
+#[test]
+fn reading_4k_of_a_large_object_transfers_about_that() {
+    let bucket = block_on(new_bucket("ranged"));
+    let data = pattern(64 << 20, 3);
+    block_on(async { put_object(&s3_client().await, &bucket, "large.bin", data.clone()).await });
+    let m = Mount::mount(&bucket, &[]);
+    let pid = *m.daemon_pids().first().expect("daemon pid");
+    let mut f = fs::File::open(m.path().join("large.bin")).unwrap();
+    let before = daemon_rchar(pid);
+    f.seek(SeekFrom::Start(40 << 20)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    f.read_exact(&mut buf).unwrap();
+    let moved = daemon_rchar(pid) - before;
+    assert_eq!(&buf[..], &data[40 << 20..(40 << 20) + 4096]);
+    assert!(
+        moved < 2 << 20,
+        "reading 4 KiB moved {moved} bytes into the daemon"
+    );
+    drop(f);
+    m.unmount();
+}
+
+#[test]
+fn failed_upload_is_reported_by_fsync_and_close() {
+    let bucket = block_on(new_bucket("fail"));
+    let m = Mount::mount(&bucket, &["retries=2"]);
+    let mut a = fs::File::create(m.path().join("a.bin")).unwrap();
+    let b = fs::File::create(m.path().join("b.bin")).unwrap();
+    a.write_all(&pattern(100_000, 4)).unwrap();
+    let mut b = b;
+    b.write_all(b"lost unless reported").unwrap();
+    // The bucket disappears under the mount: every upload now fails with NoSuchBucket.
+    block_on(async {
+        s3_client()
+            .await
+            .delete_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        errno_of(a.sync_all()),
+        libc::EIO,
+        "fsync must report the failed upload"
+    );
+    let fd = b.into_raw_fd();
+    // SAFETY: fd is an open descriptor we own; close consumes it.
+    let rc = unsafe { libc::close(fd) };
+    let err = std::io::Error::last_os_error();
+    assert_eq!(rc, -1, "close() must fail when the upload failed");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    drop(a);
+    drop(m);
+}
+
+#[test]
+fn sigterm_flushes_open_files_and_exits_zero() {
+    let bucket = block_on(new_bucket("sigterm"));
+    let server = server();
+    let scratch = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let passwd = write_passwd_file(scratch.path(), &server.access_key, &server.secret_key);
+    let mut cmd = mount_command(&bucket, mnt.path(), &passwd, &[]);
+    cmd.arg("-f").stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while !is_mounted(mnt.path()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "foreground mount never appeared"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "rossfs -f exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut f = fs::File::create(mnt.path().join("open.txt")).unwrap();
+    f.write_all(b"written but not closed").unwrap();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(f);
+    assert!(!is_mounted(mnt.path()));
+    let got = block_on(async { get_object(&s3_client().await, &bucket, "open.txt").await });
+    assert_eq!(got, b"written but not closed");
+}
+
+#[test]
+fn unmount_waits_for_nothing_and_data_is_durable() {
+    let bucket = block_on(new_bucket("durable"));
+    let m = Mount::mount(&bucket, &[]);
+    for i in 0..20 {
+        fs::write(m.path().join(format!("f{i}")), pattern(1000 + i, i as u64)).unwrap();
+    }
+    m.unmount();
+    let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert_eq!(keys.len(), 20);
+    let m = Mount::mount(&bucket, &["ro"]);
+    for i in 0..20 {
+        assert_eq!(
+            fs::read(m.path().join(format!("f{i}"))).unwrap(),
+            pattern(1000 + i, i as u64)
+        );
+    }
+    assert_eq!(errno_of(fs::write(m.path().join("new"), b"x")), libc::EROFS);
+    assert_eq!(errno_of(fs::create_dir(m.path().join("newdir"))), libc::EROFS);
+    assert_eq!(errno_of(fs::remove_file(m.path().join("f1"))), libc::EROFS);
+    m.unmount();
+}
