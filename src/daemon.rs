@@ -8,7 +8,7 @@
 //! failure text travels back through a pipe and is printed by the waiting parent.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -116,6 +116,28 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
         ));
     }
     Ok(canonical)
+}
+
+/// `MOUNTPOINT` given as `/dev/fd/N`: serve FUSE descriptor N, already opened and mounted by
+/// a privileged parent (the Kubernetes node plugin, a test helper). `None` for a plain path.
+pub fn handed_over_fd(mountpoint: &Path) -> Option<Result<RawFd, String>> {
+    let n = mountpoint.to_str()?.strip_prefix("/dev/fd/")?;
+    let fd: RawFd = match n.parse() {
+        Ok(fd) if fd > 2 => fd,
+        _ => {
+            return Some(Err(format!(
+                "'{}' is not a usable FUSE descriptor: give /dev/fd/N with N > 2",
+                mountpoint.display()
+            )))
+        }
+    };
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Some(Err(format!(
+            "descriptor {fd} is not open: the process that mounted /dev/fuse must pass it to rossfs without O_CLOEXEC"
+        )));
+    }
+    Some(Ok(fd))
 }
 
 /// Reports the daemon's state to the waiting parent (no-op in the foreground).
@@ -349,13 +371,22 @@ fn unmount(mountpoint: &Path) -> std::io::Result<()> {
 /// Runs the mount to completion; returns the process exit code.
 pub fn run(req: MountRequest) -> i32 {
     let mut readiness = Readiness::from_env();
-    let mountpoint = match check_mountpoint(&req.mountpoint) {
-        Ok(p) => p,
-        Err(msg) => {
+    let handed_fd = handed_over_fd(&req.mountpoint);
+    let mountpoint = match handed_fd {
+        Some(Ok(_)) => req.mountpoint.clone(),
+        Some(Err(msg)) => {
             readiness.fail(&msg);
             return 1;
         }
+        None => match check_mountpoint(&req.mountpoint) {
+            Ok(p) => p,
+            Err(msg) => {
+                readiness.fail(&msg);
+                return 1;
+            }
+        },
     };
+    let handed_fd = handed_fd.and_then(Result::ok);
     if !req.foreground && !readiness.is_daemon() {
         return spawn_daemon();
     }
@@ -409,7 +440,18 @@ pub fn run(req: MountRequest) -> i32 {
     };
     config.n_threads = Some(req.options.fuse_threads);
     config.clone_fd = true;
-    let session = match open_session(adapter, &mountpoint, &req, &config) {
+    let opened = match handed_fd {
+        // SAFETY: the caller handed this descriptor to us (checked to be open in handed_over_fd).
+        Some(fd) => Session::from_fd(
+            adapter,
+            unsafe { OwnedFd::from_raw_fd(fd) },
+            config.acl,
+            config.clone(),
+        )
+        .map_err(|e| format!("FUSE handshake on /dev/fd/{fd} failed: {e} (was it mounted with fd={fd}?)")),
+        None => open_session(adapter, &mountpoint, &req, &config),
+    };
+    let session = match opened {
         Ok(s) => s,
         Err(msg) => {
             readiness.fail(&msg);
@@ -428,8 +470,13 @@ pub fn run(req: MountRequest) -> i32 {
         return 1;
     }
 
-    // The mount answers once a stat of its root goes through the FUSE threads.
-    match std::fs::metadata(&mountpoint) {
+    // The mount answers once a stat of its root goes through the FUSE threads. A handed-over
+    // descriptor has no path here: the handshake was the proof.
+    let answered = match handed_fd {
+        Some(_) => Ok(()),
+        None => std::fs::metadata(&mountpoint).map(|_| ()),
+    };
+    match answered {
         Ok(_) => {
             tracing::info!("mounted {} at {}", req.source_spec, mountpoint.display());
             readiness.ready();
@@ -461,11 +508,23 @@ pub fn run(req: MountRequest) -> i32 {
                 return 1;
             }
         };
+        let mut usr1 = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("cannot watch SIGUSR1, no statistics on demand: {e}");
+                None
+            }
+        };
         let mut done_rx = done_rx;
-        let ended = tokio::select! {
-            r = &mut done_rx => Some(r),
-            _ = term.recv() => None,
-            _ = int.recv() => None,
+        let ended = loop {
+            tokio::select! {
+                r = &mut done_rx => break Some(r),
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("statistics: {}", fs_for_signals.stats());
+                }
+            }
         };
         let session_result = match ended {
             Some(r) => r.unwrap_or(Ok(())),
@@ -475,7 +534,9 @@ pub fn run(req: MountRequest) -> i32 {
                 if failed > 0 {
                     tracing::error!("{failed} file(s) could not be uploaded before shutdown");
                 }
-                if let Err(e) = unmount(&mountpoint_for_signals) {
+                if handed_fd.is_some() {
+                    // Not our mount to remove: whoever mounted it unmounts it.
+                } else if let Err(e) = unmount(&mountpoint_for_signals) {
                     tracing::error!("unmount failed: {e}");
                 }
                 match tokio::time::timeout(Duration::from_secs(5), done_rx).await {

@@ -559,6 +559,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_option() {
+        let readme = include_str!("../README.md");
+        for doc in OPTION_DOCS {
+            for name in doc.name.split(", ") {
+                assert!(readme.contains(&format!("`{name}")), "README lacks option {name}");
+            }
+        }
+    }
+
+    #[test]
     fn every_documented_option_parses() {
         for doc in OPTION_DOCS {
             for name in doc.name.split(", ") {

@@ -681,3 +681,89 @@ fn unmount_waits_for_nothing_and_data_is_durable() {
     assert_eq!(errno_of(fs::remove_file(m.path().join("f1"))), libc::EROFS);
     m.unmount();
 }
+
+/// Waits for the `n`-th "statistics:" line in the daemon's log and returns its inode count.
+fn nth_stats_inodes(log: &Path, n: usize) -> usize {
+    let start = Instant::now();
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("statistics: inodes="))
+            .collect();
+        if let Some(line) = lines.get(n - 1) {
+            let v = line
+                .split("inodes=")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .expect("inodes value");
+            return v.parse().expect("inode count");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no statistics line #{n} in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn inodes_the_kernel_forgets_are_dropped() {
+    let bucket = block_on(new_bucket("forget"));
+    block_on(async {
+        let client = s3_client().await;
+        stream::iter(0..1500)
+            .for_each_concurrent(32, |i| {
+                let (client, bucket) = (client.clone(), bucket.clone());
+                async move {
+                    let key = format!("walk/d{}/f{i:04}", i % 10);
+                    client
+                        .put_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .body(ByteStream::from_static(b"w"))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            })
+            .await;
+    });
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("rossfs.log");
+    let m = Mount::mount(&bucket, &[&format!("logfile={}", log.display()), "dbglevel=info"]);
+    let pid = *m.daemon_pids().first().expect("daemon pid");
+    let mut seen = 0;
+    for d in 0..10 {
+        for e in fs::read_dir(m.path().join(format!("walk/d{d}"))).unwrap() {
+            let meta = fs::metadata(e.unwrap().path()).unwrap();
+            assert_eq!(meta.len(), 1);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 1500);
+    // SAFETY: signalling the daemon serving our mount.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let held = nth_stats_inodes(&log, 1);
+    assert!(held > 1500, "the walk should hold every inode, got {held}");
+    // Make the kernel drop its dentries and inodes: it sends FORGET for each.
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (tests run as root)");
+    let start = Instant::now();
+    let mut round = 2;
+    loop {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+        let now = nth_stats_inodes(&log, round);
+        if now < 100 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "inodes still held after FORGET: {now}"
+        );
+        round += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    m.unmount();
+}

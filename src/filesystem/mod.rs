@@ -571,6 +571,18 @@ impl S3Filesystem {
         }
     }
 
+    /// A one-line summary of what the mount holds (logged on SIGUSR1).
+    pub fn stats(&self) -> String {
+        format!(
+            "inodes={} open_files={} open_dirs={} staged_files={} stat_cache_entries={}",
+            self.table.len(),
+            lock(&self.file_handles).len(),
+            lock(&self.dir_handles).len(),
+            lock(&self.files).len(),
+            self.cache.len()
+        )
+    }
+
     /// Uploads every file with unsaved data (shutdown): returns how many failed.
     pub async fn flush_all(&self) -> usize {
         let inos: Vec<u64> = lock(&self.files).keys().copied().collect();

@@ -420,6 +420,17 @@ impl StatCache {
         }
     }
 
+    /// Number of cached present paths.
+    pub fn len(&self) -> u64 {
+        self.present.run_pending_tasks();
+        self.present.entry_count()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets that `path` is absent (something now exists there).
     pub fn clear_absent(&self, path: &str) {
         if let Some(a) = &self.absent {
