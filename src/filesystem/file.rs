@@ -61,12 +61,16 @@ impl S3Filesystem {
         fh
     }
 
-    /// True if the inode has staged content not yet uploaded (or open writers).
-    pub(super) async fn has_pending_data(&self, ino: u64) -> bool {
+    /// If the inode's content is staged (open for writing), marks it for upload at the next
+    /// flush and returns true: attribute changes then travel with the data.
+    pub(super) async fn mark_pending_upload(&self, ino: u64) -> bool {
         let data = lock(&self.files).get(&ino).cloned();
         match data {
             Some(d) => {
-                let d = d.lock().await;
+                let mut d = d.lock().await;
+                if d.staging.is_some() {
+                    d.dirty = true;
+                }
                 d.staging.is_some()
             }
             None => false,

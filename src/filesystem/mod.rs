@@ -447,18 +447,15 @@ impl S3Filesystem {
             if let Some(t) = mtime {
                 a.mtime = t;
             }
-            // chown by a non-root caller clears set-id bits, as on a local filesystem.
-            if (uid.is_some() || gid.is_some()) && mode.is_none() && a.kind == NodeKind::File {
-                a.perm &= !0o6000;
-            }
+            // (Clearing set-id bits on chown is the kernel's job: it sends the new mode along.)
             if meta_change || size.is_some() {
                 a.ctime = now;
             }
         });
         if let Some(new_size) = size {
             self.truncate(ino, new_size).await?;
-        } else if meta_change && kind != NodeKind::Dir && self.has_pending_data(ino).await {
-            // Persisted with the data at close.
+        } else if meta_change && kind != NodeKind::Dir && self.mark_pending_upload(ino).await {
+            // The file is staged: the new attributes travel with its data at the next flush.
         } else if meta_change {
             self.persist_metadata(ino).await?;
         }
@@ -502,9 +499,37 @@ impl S3Filesystem {
             {
                 Ok(etag) => etag,
                 Err(e) if e.code() == Some("PreconditionFailed") => {
-                    tracing::error!(key, "object changed by someone else while its attributes were being changed; not overwriting");
-                    self.cache.invalidate(&path);
-                    return Err(Errno::EIO);
+                    // Someone else changed the object since we read it: take its current
+                    // content type and foreign metadata, apply our change on top, once.
+                    let Some(info) = self.store.head(&key).await? else {
+                        self.cache.invalidate(&path);
+                        return Err(Errno::ENOENT);
+                    };
+                    let mut meta = attr::foreign_metadata(&info.metadata);
+                    meta.extend(attr::posix_metadata(&node.state.attr));
+                    let put = PutOptions {
+                        content_type: info
+                            .content_type
+                            .clone()
+                            .unwrap_or_else(|| "application/octet-stream".into()),
+                        metadata: meta,
+                    };
+                    match self
+                        .store
+                        .replace_metadata(&key, &put, info.etag.as_deref())
+                        .await
+                    {
+                        Ok(etag) => etag,
+                        Err(e) if e.code() == Some("PreconditionFailed") => {
+                            tracing::error!(
+                                key,
+                                "object keeps changing while its attributes are being changed; not overwriting"
+                            );
+                            self.cache.invalidate(&path);
+                            return Err(Errno::EIO);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -1,0 +1,494 @@
+//! POSIX permission emulation seen by non-root processes: allow_other, mp_umask, umask, uid=,
+//! gid=, supplementary groups, chmod/chown rules and the stored metadata dialect.
+//!
+//! Each step that must run as another user forks a child that drops to that user's uid, gid
+//! and supplementary groups (what `setpriv --reuid --regid --groups` does) and performs one
+//! system call; the child's exit code is the errno (0 for success), so the tests assert errnos,
+//! not messages. No account needs to exist in /etc/passwd.
+
+mod common;
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+    .block_on(f)
+}
+
+/// A user to run steps as.
+#[derive(Clone, Copy, Debug)]
+struct User {
+    uid: u32,
+    gid: u32,
+    groups: &'static [u32],
+}
+
+/// uid 1000, primary group 1000, supplementary member of group 3000 (the fsGroup case).
+const U1000: User = User {
+    uid: 1000,
+    gid: 1000,
+    groups: &[3000],
+};
+/// uid 2000, no supplementary groups.
+const U2000: User = User {
+    uid: 2000,
+    gid: 2000,
+    groups: &[],
+};
+
+/// One system call to make as a user.
+#[derive(Clone, Copy, Debug)]
+enum Op<'a> {
+    /// stat(2).
+    Stat(&'a Path),
+    /// opendir(3) and one readdir(3): entering a directory.
+    List(&'a Path),
+    /// open O_RDONLY and read one byte.
+    Read(&'a Path),
+    /// open O_WRONLY|O_CREAT|O_TRUNC with the mode, write, close (close reports the upload).
+    Write(&'a Path, u32),
+    /// chmod(2).
+    Chmod(&'a Path, u32),
+    /// chown(2); `u32::MAX` leaves that id unchanged.
+    Chown(&'a Path, u32, u32),
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).expect("path without NUL")
+}
+
+/// Runs `op` as `user` in a forked child; returns the errno (0 on success).
+fn run_as(user: User, op: Op<'_>) -> i32 {
+    let path = match op {
+        Op::Stat(p) | Op::List(p) | Op::Read(p) | Op::Write(p, _) | Op::Chmod(p, _) | Op::Chown(p, _, _) => {
+            cpath(p)
+        }
+    };
+    let groups: Vec<libc::gid_t> = user.groups.to_vec();
+    // SAFETY: the child makes only async-signal-safe libc calls on memory prepared before the
+    // fork, then leaves with _exit.
+    unsafe {
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let err = || *libc::__errno_location();
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setresgid(user.gid, user.gid, user.gid) != 0
+                || libc::setresuid(user.uid, user.uid, user.uid) != 0
+            {
+                libc::_exit(120);
+            }
+            libc::umask(0o022);
+            let rc = match op {
+                Op::Stat(_) => {
+                    let mut st: libc::stat = std::mem::zeroed();
+                    if libc::stat(path.as_ptr(), &mut st) == 0 {
+                        0
+                    } else {
+                        err()
+                    }
+                }
+                Op::List(_) => {
+                    let d = libc::opendir(path.as_ptr());
+                    if d.is_null() {
+                        err()
+                    } else {
+                        libc::readdir(d);
+                        libc::closedir(d);
+                        0
+                    }
+                }
+                Op::Read(_) => {
+                    let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+                    if fd < 0 {
+                        err()
+                    } else {
+                        let mut b = [0u8; 1];
+                        let n = libc::read(fd, b.as_mut_ptr().cast(), 1);
+                        let e = if n < 0 { err() } else { 0 };
+                        libc::close(fd);
+                        e
+                    }
+                }
+                Op::Write(_, mode) => {
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                        mode,
+                    );
+                    if fd < 0 {
+                        err()
+                    } else {
+                        let data = b"written as a user\n";
+                        if libc::write(fd, data.as_ptr().cast(), data.len()) < 0 {
+                            err()
+                        } else if libc::close(fd) != 0 {
+                            err()
+                        } else {
+                            0
+                        }
+                    }
+                }
+                Op::Chmod(_, mode) => {
+                    if libc::chmod(path.as_ptr(), mode) == 0 {
+                        0
+                    } else {
+                        err()
+                    }
+                }
+                Op::Chown(_, uid, gid) => {
+                    if libc::chown(path.as_ptr(), uid, gid) == 0 {
+                        0
+                    } else {
+                        err()
+                    }
+                }
+            };
+            libc::_exit(rc);
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFEXITED(status), "child did not exit normally");
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(code, 120, "could not switch to {user:?}");
+        code
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+        .mode()
+        & 0o7777
+}
+
+async fn stored_metadata(bucket: &str, key: &str) -> std::collections::HashMap<String, String> {
+    let c = s3_client().await;
+    let h = c
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("HeadObject");
+    h.metadata().cloned().unwrap_or_default()
+}
+
+#[test]
+fn mount_root_follows_allow_other_and_mp_umask() {
+    let bucket = block_on(new_bucket("root"));
+    let m = Mount::mount(&bucket, &[]);
+    assert_eq!(mode_of(m.path()), 0o700);
+    assert_eq!(
+        run_as(U1000, Op::List(m.path())),
+        libc::EACCES,
+        "no allow_other: others stay out"
+    );
+    assert_eq!(run_as(U1000, Op::Stat(&m.path().join("x"))), libc::EACCES);
+    m.unmount();
+
+    let m = Mount::mount(&bucket, &["allow_other", "mp_umask=007", "gid=3000"]);
+    assert_eq!(mode_of(m.path()), 0o770);
+    assert_eq!(fs::metadata(m.path()).unwrap().gid(), 3000);
+    assert_eq!(
+        run_as(U1000, Op::List(m.path())),
+        0,
+        "a member of the root's group enters"
+    );
+    assert_eq!(run_as(U2000, Op::List(m.path())), libc::EACCES, "others do not");
+    m.unmount();
+
+    let m = Mount::mount(&bucket, &["allow_other", "mp_umask=077"]);
+    assert_eq!(mode_of(m.path()), 0o700);
+    assert_eq!(run_as(U1000, Op::List(m.path())), libc::EACCES);
+    m.unmount();
+
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    assert_eq!(mode_of(m.path()), 0o777);
+    assert_eq!(run_as(U2000, Op::List(m.path())), 0);
+    m.unmount();
+}
+
+#[test]
+fn objects_without_metadata_use_defaults_and_overrides() {
+    let bucket = block_on(new_bucket("defaults"));
+    block_on(async {
+        put_object(
+            &s3_client().await,
+            &bucket,
+            "plain.txt",
+            b"console upload".to_vec(),
+        )
+        .await
+    });
+
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    let f = m.path().join("plain.txt");
+    let meta = fs::metadata(&f).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o640, 0, 0));
+    assert_eq!(run_as(U1000, Op::Read(&f)), libc::EACCES);
+    m.unmount();
+
+    let m = Mount::mount(&bucket, &["allow_other", "umask=022"]);
+    let f = m.path().join("plain.txt");
+    assert_eq!(mode_of(&f), 0o755);
+    assert_eq!(run_as(U1000, Op::Read(&f)), 0);
+    m.unmount();
+
+    let m = Mount::mount(&bucket, &["allow_other", "uid=1000", "gid=1001"]);
+    let f = m.path().join("plain.txt");
+    let meta = fs::metadata(&f).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (1000, 1001, 0o640)
+    );
+    assert_eq!(run_as(U1000, Op::Read(&f)), 0);
+    assert_eq!(run_as(U2000, Op::Read(&f)), libc::EACCES);
+    m.unmount();
+
+    let m = Mount::mount(&bucket, &["allow_other", "file_mode=0604", "dir_mode=0711"]);
+    assert_eq!(mode_of(&m.path().join("plain.txt")), 0o604);
+    assert_eq!(run_as(U2000, Op::Read(&m.path().join("plain.txt"))), 0);
+    m.unmount();
+}
+
+#[test]
+fn chmod_under_umask_is_stored_but_presentation_stays() {
+    let bucket = block_on(new_bucket("umask133"));
+    block_on(async { put_object(&s3_client().await, &bucket, "f", b"f".to_vec()).await });
+    let m = Mount::mount(&bucket, &["allow_other", "umask=133"]);
+    let f = m.path().join("f");
+    assert_eq!(mode_of(&f), 0o644);
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(mode_of(&f), 0o644);
+    let meta = block_on(stored_metadata(&bucket, "f"));
+    assert_eq!(meta.get("mode").map(String::as_str), Some("33279"), "{meta:?}");
+    // The copy kept the object's content.
+    assert_eq!(fs::read(&f).unwrap(), b"f");
+    m.unmount();
+}
+
+#[test]
+fn subpath_mount_with_umask_000_shows_everything_0777() {
+    let bucket = block_on(new_bucket("subpath"));
+    block_on(async {
+        let c = s3_client().await;
+        put_object(&c, &bucket, "a/b/x", b"x".to_vec()).await;
+        put_object(&c, &bucket, "a/b/d/y", b"y".to_vec()).await;
+        c.put_object()
+            .bucket(&bucket)
+            .key("a/b/z")
+            .metadata("mode", "33152")
+            .body(ByteStream::from_static(b"z"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let m = Mount::mount(&format!("{bucket}:/a/b"), &["allow_other", "umask=000"]);
+    for p in ["", "x", "d", "d/y", "z"] {
+        assert_eq!(mode_of(&m.path().join(p)), 0o777, "{p:?}");
+    }
+    assert_eq!(run_as(U2000, Op::Read(&m.path().join("d/y"))), 0);
+    m.unmount();
+}
+
+#[test]
+fn supplementary_groups_count() {
+    let bucket = block_on(new_bucket("groups"));
+    block_on(async {
+        s3_client()
+            .await
+            .put_object()
+            .bucket(&bucket)
+            .key("shared.txt")
+            .metadata("mode", "33184")
+            .metadata("uid", "0")
+            .metadata("gid", "3000")
+            .body(ByteStream::from_static(b"for group 3000"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    let f = m.path().join("shared.txt");
+    let meta = fs::metadata(&f).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, 3000));
+    assert_eq!(
+        run_as(U1000, Op::Read(&f)),
+        0,
+        "member of 3000 through a supplementary group"
+    );
+    assert_eq!(run_as(U2000, Op::Read(&f)), libc::EACCES);
+    assert_eq!(
+        run_as(U1000, Op::Write(&f, 0o644)),
+        libc::EACCES,
+        "group has no write bit"
+    );
+    m.unmount();
+}
+
+#[test]
+fn chown_and_chmod_follow_posix_rules() {
+    let bucket = block_on(new_bucket("chown"));
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    let f = m.path().join("owned-by-1000");
+    assert_eq!(run_as(U1000, Op::Write(&f, 0o644)), 0);
+    let meta = fs::metadata(&f).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (1000, 1000, 0o644)
+    );
+    assert_eq!(
+        run_as(U1000, Op::Chown(&f, 2000, u32::MAX)),
+        libc::EPERM,
+        "non-root chown"
+    );
+    assert_eq!(
+        run_as(U2000, Op::Chmod(&f, 0o777)),
+        libc::EPERM,
+        "chmod by a non-owner"
+    );
+    assert_eq!(
+        run_as(U1000, Op::Chown(&f, u32::MAX, 4000)),
+        libc::EPERM,
+        "chgrp to a foreign group"
+    );
+    assert_eq!(
+        run_as(U1000, Op::Chown(&f, u32::MAX, 3000)),
+        0,
+        "owner chgrp to its own group"
+    );
+    assert_eq!(run_as(U1000, Op::Chmod(&f, 0o640)), 0, "owner chmod");
+    let meta = fs::metadata(&f).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o7777), (3000, 0o640));
+    let stored = block_on(stored_metadata(&bucket, "owned-by-1000"));
+    assert_eq!(stored.get("gid").map(String::as_str), Some("3000"));
+    assert_eq!(stored.get("mode").map(String::as_str), Some("33184"));
+    // Root may give the file away.
+    std::os::unix::fs::chown(&f, Some(2000), None).unwrap();
+    assert_eq!(
+        block_on(stored_metadata(&bucket, "owned-by-1000"))
+            .get("uid")
+            .map(String::as_str),
+        Some("2000")
+    );
+    // Directories: a chmod of an implicit directory creates its marker with the new mode.
+    block_on(async { put_object(&s3_client().await, &bucket, "implicit/leaf", b"l".to_vec()).await });
+    fs::set_permissions(m.path().join("implicit"), fs::Permissions::from_mode(0o705)).unwrap();
+    let stored = block_on(stored_metadata(&bucket, "implicit/"));
+    assert_eq!(
+        stored.get("mode").map(String::as_str),
+        Some(&*(0o040705u32).to_string())
+    );
+    m.unmount();
+}
+
+#[test]
+fn files_written_by_a_user_keep_their_attributes() {
+    let bucket = block_on(new_bucket("keep"));
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    let f = m.path().join("mine");
+    assert_eq!(run_as(U1000, Op::Write(&f, 0o600)), 0);
+    let before = fs::metadata(&f).unwrap();
+    assert_eq!(
+        (before.mode() & 0o7777, before.uid(), before.gid()),
+        (0o600, 1000, 1000)
+    );
+    assert_eq!(run_as(U2000, Op::Read(&f)), libc::EACCES);
+    let stored = block_on(stored_metadata(&bucket, "mine"));
+    assert_eq!(stored.get("mode").map(String::as_str), Some("33152"));
+    assert_eq!(stored.get("uid").map(String::as_str), Some("1000"));
+    assert_eq!(stored.get("gid").map(String::as_str), Some("1000"));
+    let mtime = stored.get("mtime").expect("mtime metadata");
+    let (secs, frac) = mtime.split_once('.').expect("sec.nsec");
+    assert_eq!(frac.len(), 9, "{mtime}");
+    assert_eq!(secs.parse::<i64>().unwrap(), before.mtime());
+    m.unmount();
+
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    let after = fs::metadata(m.path().join("mine")).unwrap();
+    assert_eq!(
+        (
+            after.mode(),
+            after.uid(),
+            after.gid(),
+            after.mtime(),
+            after.mtime_nsec()
+        ),
+        (
+            before.mode(),
+            before.uid(),
+            before.gid(),
+            before.mtime(),
+            before.mtime_nsec()
+        )
+    );
+    assert_eq!(run_as(U1000, Op::Read(&m.path().join("mine"))), 0);
+    m.unmount();
+}
+
+#[test]
+fn setgid_directories_pass_their_group_on() {
+    let bucket = block_on(new_bucket("setgid"));
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    let d = m.path().join("team");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, None, Some(3000)).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o2777)).unwrap();
+    assert_eq!(run_as(U2000, Op::Write(&d.join("f"), 0o644)), 0);
+    let f = fs::metadata(d.join("f")).unwrap();
+    assert_eq!(
+        (f.uid(), f.gid()),
+        (2000, 3000),
+        "new file takes the directory's group"
+    );
+    fs::create_dir(d.join("sub")).unwrap();
+    let sub = fs::metadata(d.join("sub")).unwrap();
+    assert_eq!(
+        (sub.gid(), sub.mode() & 0o2000),
+        (3000, 0o2000),
+        "new directory inherits setgid"
+    );
+    m.unmount();
+}
+
+#[test]
+fn touch_with_a_fractional_time_round_trips_to_the_nanosecond() {
+    let bucket = block_on(new_bucket("touch"));
+    let m = Mount::mount(&bucket, &[]);
+    let f = m.path().join("t");
+    fs::write(&f, b"t").unwrap();
+    let status = std::process::Command::new("touch")
+        .arg("-d")
+        .arg("@1600000000.123456789")
+        .arg(&f)
+        .status()
+        .expect("run touch");
+    assert!(status.success());
+    let meta = fs::metadata(&f).unwrap();
+    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 123_456_789));
+    let stored = block_on(stored_metadata(&bucket, "t"));
+    assert_eq!(
+        stored.get("mtime").map(String::as_str),
+        Some("1600000000.123456789")
+    );
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let meta = fs::metadata(m.path().join("t")).unwrap();
+    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 123_456_789));
+    m.unmount();
+}
