@@ -134,8 +134,11 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
                         err()
                     } else {
                         let data = b"written as a user\n";
-                        if libc::write(fd, data.as_ptr().cast(), data.len()) < 0 {
-                            err()
+                        let written = libc::write(fd, data.as_ptr().cast(), data.len());
+                        let write_errno = err();
+                        if written < 0 {
+                            libc::close(fd);
+                            write_errno
                         } else if libc::close(fd) != 0 {
                             err()
                         } else {
