@@ -85,6 +85,9 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
         let pid = libc::fork();
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
+            // Drop descriptors inherited from other test threads (files open on other mounts),
+            // or this child could keep a mount busy while another test unmounts it.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             let err = || *libc::__errno_location();
             if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setresgid(user.gid, user.gid, user.gid) != 0
