@@ -30,7 +30,7 @@ step "building rossfs (release)"
 locked=()
 [[ -f Cargo.lock ]] && locked=(--locked)
 cargo build --release "${locked[@]}" --bin rossfs
-rossfs="$repo/target/release/rossfs"
+rossfs="${CARGO_TARGET_DIR:-$repo/target}/release/rossfs"
 
 step "starting Garage"
 envfile="$(scripts/garage-server.sh start "$demo_dir/garage" | tail -n1)"
@@ -42,7 +42,8 @@ step "creating bucket $bucket"
 if garage bucket info "$bucket" >/dev/null 2>&1; then
     echo "bucket $bucket already exists"
 else
-    garage bucket create "$bucket"
+    garage bucket create "$bucket" >/dev/null
+    echo "created bucket $bucket"
 fi
 garage bucket allow "$bucket" --read --write --owner --key "$S3_ACCESS_KEY" >/dev/null
 
@@ -64,5 +65,5 @@ rossfs is serving bucket '$bucket' at:   $mnt
   try:          echo hello > $mnt/hello.txt && ls -l $mnt
   S3 endpoint:  $S3_ENDPOINT (region $S3_REGION, credentials in $passwd)
   unmount:      fusermount3 -u $mnt
-  stop Garage:  scripts/garage-server.sh stop $demo_dir/garage
+  stop Garage:  $repo/scripts/garage-server.sh stop $demo_dir/garage
 DONE

@@ -97,7 +97,7 @@ ENV
             exit 1
         fi
         GARAGE_DEFAULT_ACCESS_KEY="$S3_ACCESS_KEY" GARAGE_DEFAULT_SECRET_KEY="$S3_SECRET_KEY" \
-            RUST_LOG="${RUST_LOG:-info}" \
+            RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
             setsid "$garage" -c "$config" server --single-node --default-access-key \
             </dev/null >>"$log" 2>&1 &
         pid=$!

@@ -13,13 +13,20 @@ command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v cc >/dev/null || missing+=(build-essential)
 command -v flock >/dev/null || missing+=(util-linux)
+# Real programs the POSIX and packaging tests run on the mount.
+command -v git >/dev/null || missing+=(git)
+command -v rsync >/dev/null || missing+=(rsync)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
+command -v man >/dev/null || missing+=(man-db)
+command -v groff >/dev/null || missing+=(groff-base)
+[[ -f /etc/mime.types ]] || missing+=(media-types)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
 else
-    echo "fuse3, pkg-config and a C compiler are present"
+    echo "fuse3, pkg-config, a C compiler and the test tools are present"
 fi
 if [[ ! -c /dev/fuse ]]; then
     modprobe fuse 2>/dev/null || true

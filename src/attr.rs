@@ -18,6 +18,14 @@ pub const S_IFDIR: u32 = 0o040000;
 pub const S_IFREG: u32 = 0o100000;
 /// Symbolic link.
 pub const S_IFLNK: u32 = 0o120000;
+/// Named pipe.
+pub const S_IFIFO: u32 = 0o010000;
+/// Socket.
+pub const S_IFSOCK: u32 = 0o140000;
+/// Character device.
+pub const S_IFCHR: u32 = 0o020000;
+/// Block device.
+pub const S_IFBLK: u32 = 0o060000;
 
 /// User-metadata names rossfs writes (s3fs dialect).
 pub mod keys {
@@ -33,6 +41,8 @@ pub mod keys {
     pub const CTIME: &str = "ctime";
     /// Access time, `sec.nnnnnnnnn`.
     pub const ATIME: &str = "atime";
+    /// Device number of a device node, decimal.
+    pub const RDEV: &str = "rdev";
     /// Every key this module reads or writes; other user metadata is carried over untouched.
     pub const ALL_POSIX: &[&str] = &[
         MODE,
@@ -60,6 +70,14 @@ pub enum NodeKind {
     Dir,
     /// Symbolic link (mode with `S_IFLNK`, target in the body).
     Symlink,
+    /// Named pipe, stored as an empty object carrying its mode.
+    Fifo,
+    /// Unix socket, stored as an empty object carrying its mode.
+    Socket,
+    /// Character device (mode and `rdev` metadata).
+    CharDevice,
+    /// Block device (mode and `rdev` metadata).
+    BlockDevice,
 }
 
 impl NodeKind {
@@ -69,6 +87,24 @@ impl NodeKind {
             NodeKind::File => S_IFREG,
             NodeKind::Dir => S_IFDIR,
             NodeKind::Symlink => S_IFLNK,
+            NodeKind::Fifo => S_IFIFO,
+            NodeKind::Socket => S_IFSOCK,
+            NodeKind::CharDevice => S_IFCHR,
+            NodeKind::BlockDevice => S_IFBLK,
+        }
+    }
+
+    /// The kind for `st_mode` type bits, if it is one rossfs can store.
+    pub fn from_type_bits(mode: u32) -> Option<Self> {
+        match mode & S_IFMT {
+            S_IFREG => Some(NodeKind::File),
+            S_IFDIR => Some(NodeKind::Dir),
+            S_IFLNK => Some(NodeKind::Symlink),
+            S_IFIFO => Some(NodeKind::Fifo),
+            S_IFSOCK => Some(NodeKind::Socket),
+            S_IFCHR => Some(NodeKind::CharDevice),
+            S_IFBLK => Some(NodeKind::BlockDevice),
+            _ => None,
         }
     }
 }
@@ -92,6 +128,8 @@ pub struct Attributes {
     pub mtime: SystemTime,
     /// Last status change.
     pub ctime: SystemTime,
+    /// Device number (device nodes only).
+    pub rdev: u32,
 }
 
 /// POSIX values found in an object's user metadata; `None` where nothing usable was found.
@@ -109,6 +147,8 @@ pub struct StoredPosix {
     pub ctime: Option<SystemTime>,
     /// Access time.
     pub atime: Option<SystemTime>,
+    /// Device number.
+    pub rdev: Option<u32>,
 }
 
 /// Parses an integer the way C's `strtol(s, 0)` does: `0x` hex, leading `0` octal, else decimal.
@@ -207,6 +247,12 @@ pub fn parse_stored(meta: &HashMap<String, String>, key: &str) -> StoredPosix {
             }
         }
     }
+    if let Some(v) = meta.get(keys::RDEV) {
+        match v.trim().parse::<u32>() {
+            Ok(r) => out.rdev = Some(r),
+            Err(_) => warn(keys::RDEV, v),
+        }
+    }
     for (slot, names) in [
         (&mut out.mtime, &["mtime", "goog-reserved-file-mtime"][..]),
         (&mut out.ctime, &["ctime"][..]),
@@ -233,6 +279,9 @@ pub fn posix_metadata(attrs: &Attributes) -> HashMap<String, String> {
     m.insert(keys::GID.into(), attrs.gid.to_string());
     m.insert(keys::MTIME.into(), format_time(attrs.mtime));
     m.insert(keys::CTIME.into(), format_time(attrs.ctime));
+    if matches!(attrs.kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+        m.insert(keys::RDEV.into(), attrs.rdev.to_string());
+    }
     m
 }
 
@@ -255,12 +304,10 @@ pub fn is_directory_content_type(ct: Option<&str>) -> bool {
 /// The kind of an object found by HEAD of `key` (no trailing slash): a directory when its mode
 /// says so or it has a directory content type, a symlink when its mode says so, else a file.
 pub fn kind_of_object(stored: &StoredPosix, content_type: Option<&str>) -> NodeKind {
-    match stored.mode.map(|m| m & S_IFMT) {
-        Some(S_IFDIR) => NodeKind::Dir,
-        Some(S_IFLNK) => NodeKind::Symlink,
-        Some(S_IFREG) => NodeKind::File,
-        _ if is_directory_content_type(content_type) => NodeKind::Dir,
-        _ => NodeKind::File,
+    match stored.mode.and_then(NodeKind::from_type_bits) {
+        Some(kind) => kind,
+        None if is_directory_content_type(content_type) => NodeKind::Dir,
+        None => NodeKind::File,
     }
 }
 
@@ -302,6 +349,7 @@ impl Presentation {
             None if kind == NodeKind::Symlink => 0o777,
             None => self.file_mode,
         };
+        let rdev = stored.rdev.unwrap_or(0);
         let mtime = stored.mtime.unwrap_or(lm);
         Attributes {
             kind,
@@ -312,6 +360,7 @@ impl Presentation {
             atime: stored.atime.unwrap_or(mtime),
             mtime,
             ctime: stored.ctime.unwrap_or(lm),
+            rdev,
         }
     }
 
@@ -326,6 +375,7 @@ impl Presentation {
             atime: mount_time,
             mtime: mount_time,
             ctime: mount_time,
+            rdev: 0,
         }
     }
 
@@ -466,6 +516,7 @@ mod tests {
             atime: t,
             mtime: t,
             ctime: t,
+            rdev: 0,
         };
         let m = posix_metadata(&a);
         assert_eq!(m["mode"], (0o104755u32).to_string());

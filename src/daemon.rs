@@ -429,7 +429,15 @@ pub fn run(req: MountRequest) -> i32 {
         ));
         return 1;
     }
-    let fs = Arc::new(S3Filesystem::new(store.clone(), &req.source, &req.options));
+    let mime_required = req.options.mime_file != MountOptions::default().mime_file;
+    let mime = match crate::fileio::MimeTypes::load(&req.options.mime_file, mime_required) {
+        Ok(m) => m,
+        Err(msg) => {
+            readiness.fail(&msg);
+            return 1;
+        }
+    };
+    let fs = Arc::new(S3Filesystem::new(store.clone(), &req.source, &req.options, mime));
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 
     let mut config = Config::default();

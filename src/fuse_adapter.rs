@@ -14,13 +14,13 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
 use crate::attr::NodeKind;
-use crate::filesystem::{Caller, FsResult, S3Filesystem, Stat};
+use crate::filesystem::{Caller, FsResult, S3Filesystem, Stat, XattrReply};
 
 /// The `fuser::Filesystem` implementation.
 pub struct FuseAdapter {
@@ -77,12 +77,21 @@ error_reply!(
     ReplyDirectory
 );
 
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
 fn file_attr(s: &Stat) -> FileAttr {
-    let (kind, nlink) = match s.kind {
-        NodeKind::Dir => (FileType::Directory, 2),
-        NodeKind::File => (FileType::RegularFile, 1),
-        NodeKind::Symlink => (FileType::Symlink, 1),
-    };
+    let kind = file_type(s.kind);
+    let nlink = if s.kind == NodeKind::Dir { 2 } else { 1 };
     FileAttr {
         ino: INodeNo(s.ino),
         size: s.size,
@@ -96,7 +105,7 @@ fn file_attr(s: &Stat) -> FileAttr {
         nlink,
         uid: s.uid,
         gid: s.gid,
-        rdev: 0,
+        rdev: s.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -212,22 +221,122 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+    fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (name, target, who) = (name.to_owned(), target.as_os_str().to_owned(), caller(req));
+        self.spawn(
+            reply,
+            move |fs| async move { fs.symlink(parent.0, &name, &target, who).await },
+            entry,
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.readlink(ino.0).await },
+            |r, data, _| r.data(&data),
+        );
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, who) = (name.to_owned(), caller(req));
+        let mode = (mode & !0o7777) | (mode & 0o7777 & !umask);
+        self.spawn(
+            reply,
+            move |fs| async move { fs.mknod(parent.0, &name, mode, rdev, who).await },
+            entry,
+        );
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        // Not yet implemented: EXDEV makes mv(1) fall back to copy and unlink.
-        reply.error(Errno::EXDEV);
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.spawn(
+            reply,
+            move |fs| async move {
+                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                    .await
+            },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.spawn(
+            reply,
+            move |fs| async move { fs.setxattr(ino.0, &name, &value, flags).await },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // In memory: answered inline (the kernel asks for security.capability on writes).
+        match self.fs.getxattr(ino.0, name, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(Errno::from_i32(e.0)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(Errno::from_i32(e.0)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.spawn(
+            reply,
+            move |fs| async move { fs.removexattr(ino.0, &name).await },
+            |r, (), _| r.ok(),
+        );
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            reply,
+            move |fs| async move { fs.fallocate(fh.0, offset, length, mode).await },
+            |r, (), _| r.ok(),
+        );
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
@@ -336,12 +445,7 @@ impl Filesystem for FuseAdapter {
             let mut reply = reply;
             let result = fs
                 .readdir(fh.0, offset, |e, next| {
-                    let kind = match e.kind {
-                        NodeKind::Dir => FileType::Directory,
-                        NodeKind::File => FileType::RegularFile,
-                        NodeKind::Symlink => FileType::Symlink,
-                    };
-                    reply.add(INodeNo(e.ino), next, kind, &e.name)
+                    reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
                 })
                 .await;
             match result {

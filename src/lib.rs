@@ -40,3 +40,4 @@ pub mod logging;
 pub mod namespace;
 pub mod options;
 pub mod store;
+pub mod xattrs;

@@ -162,6 +162,14 @@ pub struct MountOptions {
     pub hardlink_errno: HardlinkErrno,
     /// Extra kernel mount flags passed through (`nosuid`, `nodev`, `noexec`, ...).
     pub kernel_flags: Vec<String>,
+    /// Storage class of uploaded objects (`storage_class=`).
+    pub storage_class: Option<String>,
+    /// SSE-S3 on every upload and copy (`use_sse`).
+    pub use_sse: bool,
+    /// SSE-KMS with this key (`sse_kms_key_id=`).
+    pub sse_kms_key_id: Option<String>,
+    /// File mapping extensions to content types (`mime=`, default `/etc/mime.types`).
+    pub mime_file: PathBuf,
 }
 
 impl Default for MountOptions {
@@ -195,6 +203,10 @@ impl Default for MountOptions {
             fuse_threads: 2,
             hardlink_errno: HardlinkErrno::Enotsup,
             kernel_flags: Vec::new(),
+            storage_class: None,
+            use_sse: false,
+            sse_kms_key_id: None,
+            mime_file: PathBuf::from("/etc/mime.types"),
         }
     }
 }
@@ -246,6 +258,10 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "connect_timeout", value: "SECS", help: "TCP connect timeout (default 10)" },
     OptionDoc { name: "readwrite_timeout", value: "SECS", help: "timeout of one request attempt (default 120)" },
     OptionDoc { name: "hardlink_errno", value: "enotsup|eperm", help: "what link(2) returns (default enotsup; directories always eperm)" },
+    OptionDoc { name: "storage_class", value: "CLASS", help: "storage class of uploaded objects (e.g. STANDARD_IA)" },
+    OptionDoc { name: "use_sse", value: "", help: "server-side encryption SSE-S3 on every upload and copy (use_sse=kmsid:ID for SSE-KMS)" },
+    OptionDoc { name: "sse_kms_key_id", value: "ID", help: "server-side encryption SSE-KMS with this key" },
+    OptionDoc { name: "mime", value: "PATH", help: "extension to Content-Type map (default /etc/mime.types)" },
     OptionDoc { name: "dbglevel", value: "LEVEL", help: "log level: err, warn (default), info, debug, trace" },
     OptionDoc { name: "logfile", value: "PATH", help: "log to this file (default: syslog when daemonized, stderr with -f)" },
     OptionDoc { name: "fuse_threads", value: "N", help: "threads reading FUSE requests (default 2)" },
@@ -456,6 +472,29 @@ impl MountOptions {
                 reject_value(name, value)?;
                 self.kernel_flags.push(name.to_string());
             }
+            "storage_class" => {
+                let v = require_value(name, value)?;
+                if !v.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                    return Err(OptionError::new(format!(
+                        "option 'storage_class={v}': use an S3 storage class such as STANDARD, \
+                         STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR"
+                    )));
+                }
+                self.storage_class = Some(v.to_string());
+            }
+            "use_sse" => match value {
+                None | Some("1") | Some("custom") => self.use_sse = true,
+                Some(v) => match v.strip_prefix("kmsid:") {
+                    Some(id) if !id.is_empty() => self.sse_kms_key_id = Some(id.to_string()),
+                    _ => {
+                        return Err(OptionError::new(format!(
+                            "option 'use_sse={v}': write use_sse (SSE-S3) or use_sse=kmsid:KEY_ID (SSE-KMS)"
+                        )))
+                    }
+                },
+            },
+            "sse_kms_key_id" => self.sse_kms_key_id = Some(require_value(name, value)?.to_string()),
+            "mime" => self.mime_file = PathBuf::from(require_value(name, value)?),
             "default_permissions" | "nonempty" => reject_value(name, value)?,
             _ => {
                 return Err(OptionError::new(format!(
@@ -577,6 +616,7 @@ mod tests {
                     "URL" => format!("{name}=http://localhost:9000"),
                     "OOO" => format!("{name}=022"),
                     "enotsup|eperm" => format!("{name}=eperm"),
+                    "CLASS" => format!("{name}=STANDARD_IA"),
                     "LEVEL" => format!("{name}=info"),
                     "MIB" => format!("{name}=16"),
                     _ => format!("{name}=7"),

@@ -5,10 +5,12 @@
 //! Nothing here knows about inodes or FUSE: the filesystem core owns one [`Staging`] per inode
 //! being written and one [`ObjectReader`] per open handle reading from the bucket.
 
+pub mod mime;
 mod read;
 mod staging;
 mod upload;
 
+pub use mime::MimeTypes;
 pub use read::ObjectReader;
 pub use staging::{Staging, StagingConfig};
 pub use upload::upload;

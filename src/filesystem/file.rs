@@ -25,8 +25,6 @@ pub struct FileData {
     pub staging: Option<Staging>,
     /// The staged content is not in the bucket yet.
     pub dirty: bool,
-    /// Open handles on this inode.
-    pub opens: u32,
 }
 
 /// One open file handle.
@@ -41,8 +39,63 @@ pub struct FileHandle {
 }
 
 impl S3Filesystem {
-    fn file_data(&self, ino: u64) -> Arc<tokio::sync::Mutex<FileData>> {
-        lock(&self.files).entry(ino).or_default().clone()
+    /// Takes a reference on the write state of `ino` (creating it), for an open handle or a
+    /// one-off change. References are counted under the map lock, so a release racing with an
+    /// open can never drop state a new handle is about to use.
+    fn acquire_file_data(&self, ino: u64) -> Arc<tokio::sync::Mutex<FileData>> {
+        let mut files = lock(&self.files);
+        let entry = files.entry(ino).or_default();
+        entry.0 += 1;
+        entry.1.clone()
+    }
+
+    /// Drops a reference taken with [`Self::acquire_file_data`]; the last one removes the state.
+    async fn release_file_data(&self, ino: u64) {
+        let removed = {
+            let mut files = lock(&self.files);
+            match files.get_mut(&ino) {
+                Some(entry) if entry.0 > 1 => {
+                    entry.0 -= 1;
+                    None
+                }
+                Some(_) => files.remove(&ino).map(|e| e.1),
+                None => None,
+            }
+        };
+        if let Some(data) = removed {
+            if data.lock().await.dirty {
+                tracing::error!(ino, "discarding staged data that could not be uploaded");
+            }
+        }
+    }
+
+    /// Number of references on the write state of `ino`.
+    fn file_data_refs(&self, ino: u64) -> usize {
+        lock(&self.files).get(&ino).map_or(0, |e| e.0)
+    }
+
+    /// The write state of `ino`, if any handle has it open.
+    pub(super) fn files_entry(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<FileData>>> {
+        lock(&self.files).get(&ino).map(|e| e.1.clone())
+    }
+
+    /// Drops every handle's range reader, so the next read starts over at the object's
+    /// current key (after a rename moved it).
+    pub(super) async fn reset_readers(&self) {
+        let handles: Vec<Arc<FileHandle>> = lock(&self.file_handles).values().cloned().collect();
+        for h in handles {
+            *h.reader.lock().await = None;
+        }
+    }
+
+    /// The inode of a handle opened for writing (EBADF otherwise).
+    pub(super) fn writable_handle_ino(&self, fh: u64) -> FsResult<u64> {
+        let h = self.handle(fh)?;
+        if h.writable {
+            Ok(h.ino)
+        } else {
+            Err(Errno::EBADF)
+        }
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<FileHandle>> {
@@ -64,7 +117,7 @@ impl S3Filesystem {
     /// If the inode's content is staged (open for writing), marks it for upload at the next
     /// flush and returns true: attribute changes then travel with the data.
     pub(super) async fn mark_pending_upload(&self, ino: u64) -> bool {
-        let data = lock(&self.files).get(&ino).cloned();
+        let data = self.files_entry(ino);
         match data {
             Some(d) => {
                 let mut d = d.lock().await;
@@ -130,11 +183,10 @@ impl S3Filesystem {
         let ino = self.table.upsert_child(parent, name, state, true);
         self.table.inc_lookup(ino);
         {
-            let data = self.file_data(ino);
+            let data = self.acquire_file_data(ino);
             let mut d = data.lock().await;
             d.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
             d.dirty = true;
-            d.opens += 1;
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.register_handle(ino, writable);
@@ -153,23 +205,25 @@ impl S3Filesystem {
         if writable {
             self.ensure_writable()?;
         }
-        let data = self.file_data(ino);
-        {
+        let data = self.acquire_file_data(ino);
+        if writable {
             let mut d = data.lock().await;
-            if writable {
-                if flags & libc::O_TRUNC != 0 {
-                    d.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
-                    d.dirty = true;
-                    self.set_size(ino, 0);
-                } else if let Err(e) = self.ensure_staged(ino, &mut d).await {
-                    if d.opens == 0 {
-                        drop(d);
-                        self.drop_file_data_if_unused(ino).await;
-                    }
-                    return Err(e);
-                }
+            let staged = if flags & libc::O_TRUNC != 0 {
+                Staging::from_vec(Vec::new(), &self.cfg.staging)
+                    .map(|s| {
+                        d.staging = Some(s);
+                        d.dirty = true;
+                        self.set_size(ino, 0);
+                    })
+                    .map_err(Errno::from)
+            } else {
+                self.ensure_staged(ino, &mut d).await
+            };
+            if let Err(e) = staged {
+                drop(d);
+                self.release_file_data(ino).await;
+                return Err(e);
             }
-            d.opens += 1;
         }
         Ok(self.register_handle(ino, writable))
     }
@@ -187,8 +241,7 @@ impl S3Filesystem {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handle(fh)?;
         let ino = handle.ino;
-        let data = lock(&self.files).get(&ino).cloned();
-        if let Some(data) = data {
+        if let Some(data) = self.files_entry(ino) {
             let d = data.lock().await;
             if let Some(staging) = &d.staging {
                 return Ok(Bytes::from(staging.read_at(offset, size as usize)?));
@@ -221,7 +274,7 @@ impl S3Filesystem {
             return Err(Errno::EBADF);
         }
         let ino = handle.ino;
-        let data = self.file_data(ino);
+        let data = self.files_entry(ino).ok_or(Errno::EBADF)?;
         let mut d = data.lock().await;
         self.ensure_staged(ino, &mut d).await?;
         let staging = d.staging.as_mut().ok_or(Errno::EIO)?;
@@ -234,8 +287,8 @@ impl S3Filesystem {
 
     /// Truncates (or extends) a file; a file nobody has open is uploaded at once.
     pub(super) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
-        let data = self.file_data(ino);
-        let open = {
+        let data = self.acquire_file_data(ino);
+        let changed = async {
             let mut d = data.lock().await;
             if size == 0 {
                 d.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
@@ -246,21 +299,25 @@ impl S3Filesystem {
                 s.truncate(&self.cfg.staging, size)?;
             }
             d.dirty = true;
-            d.opens > 0
-        };
-        self.set_size(ino, size);
-        if !open {
-            let result = self.flush_inode(ino).await;
-            self.drop_file_data_if_unused(ino).await;
-            result?;
+            Ok::<(), Errno>(())
         }
-        Ok(())
+        .await;
+        if changed.is_ok() {
+            self.set_size(ino, size);
+        }
+        // Nobody else holds the file open: the change goes to the bucket now.
+        let result = match changed {
+            Ok(()) if self.file_data_refs(ino) <= 1 => self.flush_inode(ino).await,
+            other => other,
+        };
+        self.release_file_data(ino).await;
+        result
     }
 
     /// Uploads the inode's staged content if it changed. On failure the data stays staged and
     /// the error is logged at ERROR and returned as EIO (or the S3 error's errno).
     pub(super) async fn flush_inode(&self, ino: u64) -> FsResult<()> {
-        let Some(data) = lock(&self.files).get(&ino).cloned() else {
+        let Some(data) = self.files_entry(ino) else {
             return Ok(());
         };
         let mut d = data.lock().await;
@@ -273,24 +330,38 @@ impl S3Filesystem {
             d.dirty = false;
             return Ok(());
         }
+        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+        self.upload_staged(ino, &mut d, &path, None).await
+    }
+
+    /// Uploads the staged content of `ino` as the object at `path` with the node's attributes
+    /// (and `content_type`, else the node's, else one from the name's extension); on success
+    /// the node and the stat cache describe the new object.
+    pub(super) async fn upload_staged(
+        &self,
+        ino: u64,
+        d: &mut FileData,
+        path: &str,
+        content_type: Option<String>,
+    ) -> FsResult<()> {
+        let node = self.node(ino)?;
         let Some(staging) = d.staging.as_ref() else {
             return Ok(());
         };
-        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
-        let key = self.key_for_path(&path);
+        let key = self.key_for_path(path);
+        let size = staging.len();
         let mut meta = node.state.foreign_meta.clone();
         let mut attrs = node.state.attr;
-        attrs.size = staging.len();
+        attrs.size = size;
         meta.extend(attr::posix_metadata(&attrs));
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let content_type = content_type
+            .or_else(|| node.state.content_type.clone())
+            .unwrap_or_else(|| self.mime.for_name(name).to_string());
         let put = PutOptions {
-            content_type: node
-                .state
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "application/octet-stream".to_string()),
+            content_type,
             metadata: meta,
         };
-        let size = staging.len();
         let result = upload(
             &self.store,
             &key,
@@ -311,7 +382,7 @@ impl S3Filesystem {
                 });
                 self.table.mark_uploaded(ino);
                 if let Some(state) = state {
-                    self.cache.put(&path, state);
+                    self.cache.put(path, state);
                 }
                 tracing::debug!(key, size, "uploaded");
                 Ok(())
@@ -346,28 +417,9 @@ impl S3Filesystem {
         if handle.writable {
             result = self.flush_inode(ino).await;
         }
-        let data = lock(&self.files).get(&ino).cloned();
-        if let Some(data) = data {
-            let mut d = data.lock().await;
-            d.opens = d.opens.saturating_sub(1);
-        }
-        self.drop_file_data_if_unused(ino).await;
+        self.release_file_data(ino).await;
         self.table.close(ino);
         result
-    }
-
-    async fn drop_file_data_if_unused(&self, ino: u64) {
-        let Some(data) = lock(&self.files).get(&ino).cloned() else {
-            return;
-        };
-        let d = data.lock().await;
-        if d.opens == 0 {
-            if d.dirty {
-                tracing::error!(ino, "discarding staged data that could not be uploaded");
-            }
-            drop(d);
-            lock(&self.files).remove(&ino);
-        }
     }
 
     /// `unlink`: deletes the object; open handles keep their staged data.
@@ -378,10 +430,23 @@ impl S3Filesystem {
             return Err(Errno::EISDIR);
         }
         let path = self.table.path_of(node.ino).ok_or(Errno::ENOENT)?;
+        // Open handles keep reading and writing their data after the name is gone: stage the
+        // content before the object disappears, and keep the write state locked until the node
+        // is unlinked so a concurrent flush cannot upload it again in between.
+        let data = self.files_entry(node.ino);
+        let guard = match &data {
+            Some(data) => {
+                let mut d = data.lock().await;
+                self.ensure_staged(node.ino, &mut d).await?;
+                Some(d)
+            }
+            None => None,
+        };
         if !node.local_only {
             self.store.delete(&self.key_for_path(&path)).await?;
         }
         self.table.unlink_child(parent, name);
+        drop(guard);
         self.cache.put_absent(&path);
         self.touch_dir(parent);
         Ok(())

@@ -9,6 +9,9 @@
 
 mod dir;
 mod file;
+mod rename;
+mod special;
+mod xattr;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -17,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::attr::{self, Attributes, NodeKind, Presentation};
-use crate::fileio::StagingConfig;
+use crate::fileio::{MimeTypes, StagingConfig};
 use crate::namespace::names::{check_name, NameError};
 use crate::namespace::resolve::{implicit_dir_state, resolve_key, state_from_head};
 use crate::namespace::{InodeTable, Node, StatCache, ROOT_INO};
@@ -26,6 +29,7 @@ use crate::store::{ObjectStore, PutOptions, StoreError};
 
 pub use dir::DirHandle;
 pub use file::{FileData, FileHandle};
+pub use xattr::XattrReply;
 
 /// An errno to return to the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +60,12 @@ impl Errno {
     pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
     /// Operation not supported.
     pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
+    /// No such attribute.
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
+    /// Buffer too small.
+    pub const ERANGE: Errno = Errno(libc::ERANGE);
+    /// Argument list (here: metadata) too long.
+    pub const E2BIG: Errno = Errno(libc::E2BIG);
     /// Function not implemented.
     pub const ENOSYS: Errno = Errno(libc::ENOSYS);
 }
@@ -109,6 +119,8 @@ pub struct Stat {
     pub mtime: SystemTime,
     /// Change time.
     pub ctime: SystemTime,
+    /// Device number (device nodes).
+    pub rdev: u32,
 }
 
 /// Who is asking, from the FUSE request header.
@@ -154,6 +166,9 @@ pub struct FsStats {
     pub namelen: u32,
 }
 
+/// A counted reference to an inode's write state (open handles plus one-off changes).
+type FileDataRef = (usize, Arc<tokio::sync::Mutex<FileData>>);
+
 /// The mounted bucket.
 pub struct S3Filesystem {
     store: Arc<ObjectStore>,
@@ -163,10 +178,13 @@ pub struct S3Filesystem {
     pres: Presentation,
     cfg: FsConfig,
     mount_time: SystemTime,
-    files: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<FileData>>>>,
+    /// Write state per inode, with the number of references (open handles, one-off changes).
+    files: Mutex<HashMap<u64, FileDataRef>>,
     file_handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
     dir_handles: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirHandle>>>>,
     next_fh: AtomicU64,
+    /// Content types by extension, for new objects.
+    mime: MimeTypes,
     /// Paths seen in listings only as s3fs `name_$folder$` markers.
     legacy_dirs: Mutex<std::collections::HashSet<String>>,
 }
@@ -187,7 +205,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl S3Filesystem {
     /// A filesystem over `store` rooted at `source.prefix`, presenting objects as `opts` say.
-    pub fn new(store: Arc<ObjectStore>, source: &MountSource, opts: &MountOptions) -> Self {
+    pub fn new(store: Arc<ObjectStore>, source: &MountSource, opts: &MountOptions, mime: MimeTypes) -> Self {
         // SAFETY: geteuid/getegid have no preconditions.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let root_perm = if opts.allow_other {
@@ -236,6 +254,7 @@ impl S3Filesystem {
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             legacy_dirs: Mutex::new(Default::default()),
+            mime,
         }
     }
 
@@ -279,6 +298,7 @@ impl S3Filesystem {
             atime: a.atime,
             mtime: a.mtime,
             ctime: a.ctime,
+            rdev: a.rdev,
         }
     }
 
@@ -593,6 +613,7 @@ impl S3Filesystem {
             atime: now,
             mtime: now,
             ctime: now,
+            rdev: 0,
         }
     }
 

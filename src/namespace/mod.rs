@@ -276,6 +276,63 @@ impl InodeTable {
         detach_locked(&mut inner, parent, name);
     }
 
+    /// Moves `name` in `parent` to `newname` in `newparent`, replacing (detaching) whatever was
+    /// there. The inode keeps its number; children follow since paths are computed from parents.
+    pub fn rename(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr) -> Option<u64> {
+        let mut inner = self.lock();
+        let ino = *inner.names.get(&(parent, name.to_os_string()))?;
+        if (parent, name) == (newparent, newname) {
+            return Some(ino);
+        }
+        detach_locked(&mut inner, newparent, newname);
+        inner.names.remove(&(parent, name.to_os_string()));
+        let was_local = inner
+            .local_children
+            .get_mut(&parent)
+            .is_some_and(|set| set.remove(name));
+        if inner.local_children.get(&parent).is_some_and(BTreeSet::is_empty) {
+            inner.local_children.remove(&parent);
+        }
+        if was_local {
+            inner
+                .local_children
+                .entry(newparent)
+                .or_default()
+                .insert(newname.to_os_string());
+        }
+        inner.names.insert((newparent, newname.to_os_string()), ino);
+        if let Some(node) = inner.nodes.get_mut(&ino) {
+            node.parent = newparent;
+            node.name = newname.to_os_string();
+        }
+        if let Some(p) = inner.nodes.get_mut(&newparent) {
+            p.children += 1;
+        }
+        if let Some(p) = inner.nodes.get_mut(&parent) {
+            p.children = p.children.saturating_sub(1);
+        }
+        evict_locked(&mut inner, parent);
+        Some(ino)
+    }
+
+    /// True if `ancestor` is `ino` or one of its parents.
+    pub fn is_ancestor(&self, ancestor: u64, mut ino: u64) -> bool {
+        let inner = self.lock();
+        for _ in 0..4096 {
+            if ino == ancestor {
+                return true;
+            }
+            if ino == ROOT_INO {
+                return false;
+            }
+            match inner.nodes.get(&ino) {
+                Some(n) => ino = n.parent,
+                None => return false,
+            }
+        }
+        false
+    }
+
     /// Inodes of every node under (and including) `ino` that is still linked: used when the
     /// whole table must be walked (flush on shutdown).
     pub fn all_inodes(&self) -> Vec<u64> {
@@ -420,6 +477,27 @@ impl StatCache {
         }
     }
 
+    /// Forgets everything about `path` and the paths below it (a directory renamed or removed).
+    pub fn invalidate_tree(&self, path: &str) {
+        self.invalidate(path);
+        let below = format!("{path}/");
+        // Settle pending inserts first so every cached key is visible to the scan.
+        self.present.run_pending_tasks();
+        for (k, _) in self.present.iter() {
+            if k.starts_with(&below) {
+                self.present.invalidate(k.as_str());
+            }
+        }
+        if let Some(a) = &self.absent {
+            a.run_pending_tasks();
+            for (k, _) in a.iter() {
+                if k.starts_with(&below) {
+                    a.invalidate(k.as_str());
+                }
+            }
+        }
+    }
+
     /// Number of cached present paths.
     pub fn len(&self) -> u64 {
         self.present.run_pending_tasks();
@@ -455,6 +533,7 @@ mod tests {
                 atime: UNIX_EPOCH,
                 mtime: UNIX_EPOCH,
                 ctime: UNIX_EPOCH,
+                rdev: 0,
             },
             etag: None,
             content_type: None,
@@ -506,6 +585,36 @@ mod tests {
         t.mark_uploaded(f);
         assert!(t.local_children(ROOT_INO).is_empty());
         assert!(t.get(f).is_none(), "no reference left once uploaded");
+    }
+
+    #[test]
+    fn rename_moves_subtrees_and_replaces_targets() {
+        let t = InodeTable::new(state(NodeKind::Dir));
+        let a = t.upsert_child(ROOT_INO, OsStr::new("a"), state(NodeKind::Dir), false);
+        t.inc_lookup(a);
+        let f = t.upsert_child(a, OsStr::new("f"), state(NodeKind::File), false);
+        t.inc_lookup(f);
+        let b = t.upsert_child(ROOT_INO, OsStr::new("b"), state(NodeKind::Dir), false);
+        t.inc_lookup(b);
+        let old = t.upsert_child(b, OsStr::new("c"), state(NodeKind::Dir), false);
+        t.inc_lookup(old);
+        assert_eq!(t.rename(ROOT_INO, OsStr::new("a"), b, OsStr::new("c")), Some(a));
+        assert_eq!(t.path_of(f).as_deref(), Some("b/c/f"));
+        assert!(t.get(old).is_some_and(|n| !n.linked));
+        assert!(t.is_ancestor(b, f) && !t.is_ancestor(f, b));
+        assert!(t.child(ROOT_INO, OsStr::new("a")).is_none());
+    }
+
+    #[test]
+    fn stat_cache_tree_invalidation() {
+        let c = StatCache::new(10, Duration::from_secs(60), true);
+        c.put("d", state(NodeKind::Dir));
+        c.put("d/x", state(NodeKind::File));
+        c.put("dx", state(NodeKind::File));
+        c.invalidate_tree("d");
+        assert!(c.get("d").is_none(), "d");
+        assert!(c.get("d/x").is_none(), "d/x");
+        assert!(c.get("dx").is_some(), "dx");
     }
 
     #[test]

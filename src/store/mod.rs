@@ -21,6 +21,7 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 pub use credentials::{load_passwd_file, parse_passwd, PasswdFileError, PasswdFileProvider};
 pub use error::StoreError;
@@ -72,6 +73,20 @@ pub struct PutOptions {
     pub metadata: HashMap<String, String>,
 }
 
+/// Server-side encryption asked for on every upload and copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// SSE-S3 (`AES256`).
+    S3Managed,
+    /// SSE-KMS with this key id.
+    Kms(String),
+}
+
+/// Largest object a single CopyObject may copy.
+pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Part size of multipart copies.
+const COPY_PART: u64 = 512 * 1024 * 1024;
+
 /// The bucket, seen through the S3 API.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
@@ -79,6 +94,27 @@ pub struct ObjectStore {
     bucket: String,
     endpoint: String,
     list_v1: bool,
+    storage_class: Option<aws_sdk_s3::types::StorageClass>,
+    encryption: Option<Encryption>,
+}
+
+/// Applies storage class and encryption to a request builder that creates an object.
+macro_rules! write_headers {
+    ($req:expr, $store:expr) => {{
+        let mut req = $req.set_storage_class($store.storage_class.clone());
+        match &$store.encryption {
+            Some(Encryption::S3Managed) => {
+                req = req.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            }
+            Some(Encryption::Kms(id)) => {
+                req = req
+                    .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                    .ssekms_key_id(id)
+            }
+            None => {}
+        }
+        req
+    }};
 }
 
 impl ObjectStore {
@@ -129,6 +165,15 @@ impl ObjectStore {
             bucket: source.bucket.clone(),
             endpoint,
             list_v1: opts.list_objects_v1,
+            storage_class: opts
+                .storage_class
+                .as_deref()
+                .map(aws_sdk_s3::types::StorageClass::from),
+            encryption: match (&opts.sse_kms_key_id, opts.use_sse) {
+                (Some(id), _) => Some(Encryption::Kms(id.clone())),
+                (None, true) => Some(Encryption::S3Managed),
+                (None, false) => None,
+            },
         })
     }
 
@@ -360,9 +405,8 @@ impl ObjectStore {
 
     /// PUT of a whole object; returns its ETag.
     pub async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .put_object()
+        let req = write_headers!(self.client.put_object(), self);
+        let out = req
             .bucket(&self.bucket)
             .key(key)
             .content_length(body.len() as i64)
@@ -377,9 +421,8 @@ impl ObjectStore {
 
     /// Starts a multipart upload; returns its id.
     pub async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String, StoreError> {
-        let out = self
-            .client
-            .create_multipart_upload()
+        let req = write_headers!(self.client.create_multipart_upload(), self);
+        let out = req
             .bucket(&self.bucket)
             .key(key)
             .content_type(&opts.content_type)
@@ -485,6 +528,119 @@ impl ObjectStore {
             .copy_object_result()
             .and_then(|r| r.e_tag())
             .map(str::to_string))
+    }
+
+    fn copy_source(&self, key: &str) -> String {
+        format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(key, COPY_SOURCE)
+        )
+    }
+
+    /// Copies `src` (of `size` bytes) to `dst` with new headers: one CopyObject up to 5 GiB,
+    /// a multipart copy (UploadPartCopy) above. Returns the new ETag.
+    pub async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        size: u64,
+        put: &PutOptions,
+    ) -> Result<Option<String>, StoreError> {
+        if size <= MAX_SINGLE_COPY {
+            let req = write_headers!(self.client.copy_object(), self);
+            let out = req
+                .bucket(&self.bucket)
+                .key(dst)
+                .copy_source(self.copy_source(src))
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .content_type(&put.content_type)
+                .set_metadata(Some(put.metadata.clone()))
+                .send()
+                .await
+                .map_err(|e| self.err(e, "CopyObject", dst))?;
+            return Ok(out
+                .copy_object_result()
+                .and_then(|r| r.e_tag())
+                .map(str::to_string));
+        }
+        let upload_id = self.create_multipart(dst, put).await?;
+        let parts = size.div_ceil(COPY_PART);
+        let copy_source = self.copy_source(src);
+        let result: Result<Vec<(i32, String)>, StoreError> = futures::stream::iter(0..parts)
+            .map(|i| {
+                let (start, end) = (i * COPY_PART, size.min((i + 1) * COPY_PART));
+                let (copy_source, upload_id) = (copy_source.clone(), upload_id.clone());
+                async move {
+                    let out = self
+                        .client
+                        .upload_part_copy()
+                        .bucket(&self.bucket)
+                        .key(dst)
+                        .upload_id(upload_id)
+                        .part_number((i + 1) as i32)
+                        .copy_source(copy_source)
+                        .copy_source_range(format!("bytes={}-{}", start, end - 1))
+                        .send()
+                        .await
+                        .map_err(|e| self.err(e, "UploadPartCopy", dst))?;
+                    let etag = out
+                        .copy_part_result()
+                        .and_then(|r| r.e_tag())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            StoreError::local("UploadPartCopy", dst, "no ETag for a copied part")
+                        })?;
+                    Ok(((i + 1) as i32, etag))
+                }
+            })
+            .buffer_unordered(4)
+            .try_collect()
+            .await;
+        match result {
+            Ok(mut done) => {
+                done.sort_by_key(|(n, _)| *n);
+                match self.complete_multipart(dst, &upload_id, done).await {
+                    Ok(etag) => Ok(etag),
+                    Err(e) => {
+                        let _ = self.abort_multipart(dst, &upload_id).await;
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = self.abort_multipart(dst, &upload_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies `src` to `dst` keeping its content type and user metadata (MetadataDirective COPY;
+    /// above 5 GiB the headers are read first and a multipart copy is made).
+    pub async fn copy_as_is(&self, src: &str, dst: &str, size: u64) -> Result<(), StoreError> {
+        if size > MAX_SINGLE_COPY {
+            let info = self.head(src).await?.ok_or_else(|| StoreError::NotFound {
+                op: "HeadObject",
+                key: src.to_string(),
+            })?;
+            let put = PutOptions {
+                content_type: info
+                    .content_type
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                metadata: info.metadata,
+            };
+            self.copy(src, dst, info.size, &put).await?;
+            return Ok(());
+        }
+        let req = write_headers!(self.client.copy_object(), self);
+        req.bucket(&self.bucket)
+            .key(dst)
+            .copy_source(self.copy_source(src))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "CopyObject", dst))?;
+        Ok(())
     }
 
     /// Deletes a key (succeeds if it is already gone).

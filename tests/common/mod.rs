@@ -101,8 +101,22 @@ impl S3Server {
 
 /// The S3 server shared by all tests of this process, started on first use.
 pub fn server() -> &'static S3Server {
-    static SERVER: OnceLock<S3Server> = OnceLock::new();
-    SERVER.get_or_init(|| external_server().unwrap_or_else(start_garage))
+    // A failed start is remembered too, so that every later test fails at once with the same
+    // message instead of trying (and waiting) again.
+    static SERVER: OnceLock<Result<S3Server, String>> = OnceLock::new();
+    let started = SERVER.get_or_init(|| {
+        std::panic::catch_unwind(|| external_server().unwrap_or_else(start_garage)).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_string())
+        })
+    });
+    match started {
+        Ok(server) => server,
+        Err(message) => panic!("the test S3 server is unavailable: {message}"),
+    }
 }
 
 fn external_server() -> Option<S3Server> {
@@ -198,13 +212,43 @@ extern "C" fn stop_garage_at_exit() {
 
 enum Startup {
     Ready(S3Server),
+    /// One of the ports was taken between picking it and Garage binding it. Garage aborts
+    /// when that happens to the RPC port but keeps running without S3 API otherwise.
+    PortClash(String),
     /// Garage exited before it was ready; carries its log tail.
     Exited(ExitStatus, String),
     Failed(String),
 }
 
+const GARAGE_DIR_PREFIX: &str = "rossfs-garage-";
+/// File in each Garage temp dir naming the test process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Remove Garage dirs left behind by test processes that were killed (SIGKILL skips the exit
+/// handler; `PR_SET_PDEATHSIG` still took their Garage down).
+fn remove_stale_garage_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(GARAGE_DIR_PREFIX));
+        let owner = fs::read_to_string(entry.path().join(OWNER_FILE))
+            .ok()
+            .and_then(|pid| pid.trim().parse::<libc::pid_t>().ok());
+        if let (true, Some(pid)) = (is_ours, owner) {
+            if !process_alive(pid) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 fn start_garage() -> S3Server {
     let bin = garage_bin();
+    remove_stale_garage_dirs();
     let (tx, rx) = mpsc::channel::<Result<S3Server, String>>();
     // PR_SET_PDEATHSIG fires when the *thread* that forked exits, so Garage is spawned from a
     // thread that never ends instead of from whichever test thread got here first.
@@ -226,7 +270,9 @@ fn keep_garage(bin: &Path, tx: mpsc::Sender<Result<S3Server, String>>) {
         .build()
         .expect("build a tokio runtime for the readiness probe");
     for attempt in 1..=SERVER_START_ATTEMPTS {
-        let dir = TempDir::with_prefix("rossfs-garage-").expect("create Garage's temp dir");
+        let dir = TempDir::with_prefix(GARAGE_DIR_PREFIX).expect("create Garage's temp dir");
+        fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+            .expect("write the owner file into Garage's temp dir");
         let (mut child, server) = match spawn_garage(bin, dir.path()) {
             Ok(spawned) => spawned,
             Err(message) => {
@@ -255,8 +301,17 @@ fn keep_garage(bin: &Path, tx: mpsc::Sender<Result<S3Server, String>>) {
                     thread::park();
                 }
             }
-            Startup::Exited(status, tail) if attempt < SERVER_START_ATTEMPTS && tail.contains("in use") => {
-                eprintln!("rossfs test harness: Garage could not bind its ports ({status}), retrying");
+            Startup::PortClash(tail) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                if attempt == SERVER_START_ATTEMPTS {
+                    let _ = tx.send(Err(format!(
+                        "Garage could not bind its ports in {SERVER_START_ATTEMPTS} attempts; \
+                         last log tail:\n{tail}"
+                    )));
+                    return;
+                }
+                eprintln!("rossfs test harness: a Garage port was taken meanwhile; retrying");
             }
             Startup::Exited(status, tail) => {
                 let _ = tx.send(Err(format!(
@@ -313,6 +368,7 @@ root_domain = ".s3.garage.localhost"
         .args(["server", "--single-node", "--default-access-key"])
         .env("GARAGE_DEFAULT_ACCESS_KEY", &access_key)
         .env("GARAGE_DEFAULT_SECRET_KEY", &secret_key)
+        .env("NO_COLOR", "1")
         .env(
             "RUST_LOG",
             std::env::var("ROSSFS_TEST_GARAGE_LOG").unwrap_or_else(|_| "info".to_string()),
@@ -349,10 +405,15 @@ async fn wait_until_ready(child: &mut Child, server: S3Server, log: &Path) -> St
     let probe = client_for(&server, Some(Duration::from_secs(2)));
     let started = Instant::now();
     loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Startup::Exited(status, log_tail(log)),
-            Ok(None) => {}
+        let exited = match child.try_wait() {
+            Ok(status) => status,
             Err(e) => return Startup::Failed(format!("waiting for Garage: {e}")),
+        };
+        if fs::read_to_string(log).is_ok_and(|text| text.contains("Address already in use")) {
+            return Startup::PortClash(log_tail(log));
+        }
+        if let Some(status) = exited {
+            return Startup::Exited(status, log_tail(log));
         }
         let last_error = match probe.list_buckets().send().await {
             Ok(_) => return Startup::Ready(server),

@@ -1,0 +1,232 @@
+//! `rename(2)`: server-side copies then deletes, since S3 has no rename.
+//!
+//! A file is copied to its new key (CopyObject, or UploadPartCopy above 5 GiB) with its
+//! attributes and a Content-Type that follows the new name's extension, then the old key is
+//! deleted; a file with staged data is uploaded straight to the new key instead. A directory
+//! moves every object under its prefix, copies in parallel (bounded), its marker last, then
+//! deletes the old keys, marker last. This is not atomic: a failure part-way leaves both names
+//! (never neither), and the error is returned. The inode keeps its number and open handles keep
+//! working.
+
+use std::ffi::OsStr;
+
+use futures::stream::{self, StreamExt};
+
+use super::{Errno, FileData, FsResult, S3Filesystem};
+use crate::attr::{self, NodeKind};
+use crate::namespace::names::check_name;
+use crate::namespace::Node;
+use crate::store::{ListPage, PutOptions, StoreError};
+
+/// Copies or deletes in flight at once while moving a directory.
+const TREE_PARALLEL: usize = 16;
+
+impl S3Filesystem {
+    /// `rename` with `flags` (`RENAME_NOREPLACE` honoured, `RENAME_EXCHANGE` refused with EINVAL).
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.ensure_writable()?;
+        if flags & libc::RENAME_EXCHANGE != 0
+            || flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+        {
+            return Err(Errno::EINVAL);
+        }
+        let newname_str = check_name(newname)?;
+        let src = self.find_child(parent, name).await?;
+        self.dir_node(newparent)?;
+        let dst = match self.find_child(newparent, newname).await {
+            Ok(n) => Some(n),
+            Err(e) if e == Errno::ENOENT => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = &dst {
+            if d.ino == src.ino {
+                return Ok(());
+            }
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(Errno::EEXIST);
+            }
+        }
+        let src_path = self.table.path_of(src.ino).ok_or(Errno::ENOENT)?;
+        let dst_path = self
+            .table
+            .child_path(newparent, newname_str)
+            .ok_or(Errno::ENOENT)?;
+        if src.state.attr.kind == NodeKind::Dir {
+            if self.table.is_ancestor(src.ino, newparent) {
+                return Err(Errno::EINVAL);
+            }
+            if let Some(d) = &dst {
+                if d.state.attr.kind != NodeKind::Dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                self.remove_empty_dir(d).await?;
+            }
+            self.move_tree(&src, &src_path, &dst_path).await?;
+            self.table.rename(parent, name, newparent, newname);
+        } else {
+            if let Some(d) = &dst {
+                if d.state.attr.kind == NodeKind::Dir {
+                    return Err(Errno::EISDIR);
+                }
+            }
+            // Hold the file's write state while it moves, so no flush uploads to the old name
+            // between the move and the namespace change.
+            let data = self.files_entry(src.ino);
+            let mut guard = match &data {
+                Some(d) => Some(d.lock().await),
+                None => None,
+            };
+            self.move_file(&src, &src_path, &dst_path, newname_str, guard.as_deref_mut())
+                .await?;
+            self.table.rename(parent, name, newparent, newname);
+            drop(guard);
+        }
+        let now = std::time::SystemTime::now();
+        self.table.update(src.ino, |n| n.state.attr.ctime = now);
+        self.cache.invalidate_tree(&src_path);
+        self.cache.invalidate_tree(&dst_path);
+        self.cache.put_absent(&src_path);
+        self.touch_dir(parent);
+        self.touch_dir(newparent);
+        self.reset_readers().await;
+        Ok(())
+    }
+
+    /// Deletes the marker of an empty directory about to be replaced; ENOTEMPTY otherwise.
+    async fn remove_empty_dir(&self, dir: &Node) -> FsResult<()> {
+        if !self.table.local_children(dir.ino).is_empty() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let path = self.table.path_of(dir.ino).ok_or(Errno::ENOENT)?;
+        let prefix = self.dir_key(&path);
+        let page = self.store.list(&prefix, false, None, 2).await?;
+        if page.objects.iter().any(|o| o.key != prefix) {
+            return Err(Errno::ENOTEMPTY);
+        }
+        if let Some(marker) = &dir.state.dir_marker {
+            self.store.delete(marker).await?;
+        }
+        Ok(())
+    }
+
+    async fn move_file(
+        &self,
+        src: &Node,
+        src_path: &str,
+        dst_path: &str,
+        newname: &str,
+        data: Option<&mut FileData>,
+    ) -> FsResult<()> {
+        let content_type = self.mime.for_name(newname).to_string();
+        let src_key = self.key_for_path(src_path);
+        if let Some(d) = data {
+            if d.staging.is_some() {
+                // Staged content goes straight to the new name.
+                self.upload_staged(src.ino, d, dst_path, Some(content_type))
+                    .await?;
+                if !src.local_only {
+                    self.store.delete(&src_key).await?;
+                }
+                return Ok(());
+            }
+        }
+        if src.local_only {
+            return Ok(());
+        }
+        let mut meta = src.state.foreign_meta.clone();
+        let mut attrs = src.state.attr;
+        attrs.ctime = std::time::SystemTime::now();
+        meta.extend(attr::posix_metadata(&attrs));
+        let put = PutOptions {
+            content_type: content_type.clone(),
+            metadata: meta,
+        };
+        let etag = self
+            .store
+            .copy(&src_key, &self.key_for_path(dst_path), src.state.attr.size, &put)
+            .await?;
+        self.store.delete(&src_key).await?;
+        self.table.update(src.ino, |n| {
+            n.state.etag = etag;
+            n.state.content_type = Some(content_type);
+        });
+        Ok(())
+    }
+
+    /// Moves every object under the directory's prefix: children first (in parallel), the
+    /// marker last; then deletes the old keys, the marker last.
+    async fn move_tree(&self, src: &Node, src_path: &str, dst_path: &str) -> FsResult<()> {
+        let src_prefix = self.dir_key(src_path);
+        let dst_prefix = self.dir_key(dst_path);
+        let mut keys: Vec<(String, u64)> = Vec::new();
+        let mut token = None;
+        loop {
+            let ListPage { objects, next, .. } = self.store.list(&src_prefix, false, token, 1000).await?;
+            keys.extend(objects.into_iter().map(|o| (o.key, o.size)));
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let marker = src.state.dir_marker.clone();
+        let is_marker = |k: &str| k == src_prefix || marker.as_deref() == Some(k);
+        let children: Vec<(String, u64)> = keys.iter().filter(|(k, _)| !is_marker(k)).cloned().collect();
+        let results: Vec<Result<(), StoreError>> = stream::iter(children.clone())
+            .map(|(key, size)| {
+                let dst = format!("{dst_prefix}{}", &key[src_prefix.len()..]);
+                async move { self.store.copy_as_is(&key, &dst, size).await }
+            })
+            .buffer_unordered(TREE_PARALLEL)
+            .collect()
+            .await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            tracing::error!("moving {src_prefix} to {dst_prefix} failed part-way, both names remain: {e}");
+            return Err(e.into());
+        }
+        // The marker, with the directory's attributes (a new ctime), under the new name.
+        if marker.is_some() || keys.iter().any(|(k, _)| k == &src_prefix) {
+            let mut attrs = src.state.attr;
+            attrs.ctime = std::time::SystemTime::now();
+            let mut meta = src.state.foreign_meta.clone();
+            meta.extend(attr::posix_metadata(&attrs));
+            let put = PutOptions {
+                content_type: src
+                    .state
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                metadata: meta,
+            };
+            let etag = self.store.put(&dst_prefix, bytes::Bytes::new(), &put).await?;
+            let dst_marker = dst_prefix.clone();
+            self.table.update(src.ino, |n| {
+                n.state.etag = etag;
+                n.state.dir_marker = Some(dst_marker);
+            });
+        }
+        let deletes: Vec<Result<(), StoreError>> = stream::iter(children)
+            .map(|(key, _)| async move { self.store.delete(&key).await })
+            .buffer_unordered(TREE_PARALLEL)
+            .collect()
+            .await;
+        if let Some(e) = deletes.into_iter().find_map(Result::err) {
+            return Err(e.into());
+        }
+        for (key, _) in keys.iter().filter(|(k, _)| is_marker(k)) {
+            self.store.delete(key).await?;
+        }
+        if let Some(m) = &marker {
+            if !keys.iter().any(|(k, _)| k == m) {
+                self.store.delete(m).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,825 @@
+//! The rest of POSIX on a real mount: rename, symlinks, xattrs, truncate, writes at any offset,
+//! unlink of open files, special files, content types; a randomized model test against a local
+//! reference file; and real tools (git, tar, rsync, cp -a, sqlite3).
+
+mod common;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use rand::{Rng, SeedableRng};
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+    .block_on(f)
+}
+
+fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno in {e}")),
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL")
+}
+
+fn keys(bucket: &str, prefix: &str) -> Vec<String> {
+    block_on(async { list_keys(&s3_client().await, bucket, prefix).await })
+}
+
+async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    s3_client()
+        .await
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("HeadObject")
+}
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
+    let (f, t) = (cpath(from), cpath(to));
+    // SAFETY: valid NUL-terminated paths.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn rename_of_files_follows_posix_and_the_new_extension() {
+    let bucket = block_on(new_bucket("renamefile"));
+    let mimes = tempfile::tempdir().unwrap();
+    let mime_file = mimes.path().join("mime.types");
+    fs::write(&mime_file, "text/html html htm\ntext/plain txt\n").unwrap();
+    let m = Mount::mount(&bucket, &[&format!("mime={}", mime_file.display())]);
+    let p = m.path();
+    fs::write(p.join("a.txt"), b"alpha").unwrap();
+    assert_eq!(
+        block_on(head(&bucket, "a.txt")).content_type(),
+        Some("text/plain")
+    );
+    fs::set_permissions(p.join("a.txt"), fs::Permissions::from_mode(0o604)).unwrap();
+    fs::rename(p.join("a.txt"), p.join("b.html")).unwrap();
+    assert_eq!(keys(&bucket, ""), vec!["b.html"]);
+    let h = block_on(head(&bucket, "b.html"));
+    assert_eq!(
+        h.content_type(),
+        Some("text/html"),
+        "Content-Type follows the new name"
+    );
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("mode")).map(String::as_str),
+        Some("33156")
+    );
+    assert_eq!(fs::read(p.join("b.html")).unwrap(), b"alpha");
+    assert_eq!(errno_of(fs::metadata(p.join("a.txt"))), libc::ENOENT);
+
+    // Replacing an existing file; NOREPLACE and EXCHANGE.
+    fs::write(p.join("c"), b"charlie").unwrap();
+    assert_eq!(
+        errno_of(renameat2(&p.join("b.html"), &p.join("c"), libc::RENAME_NOREPLACE)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno_of(renameat2(&p.join("b.html"), &p.join("c"), libc::RENAME_EXCHANGE)),
+        libc::EINVAL
+    );
+    fs::rename(p.join("b.html"), p.join("c")).unwrap();
+    assert_eq!(fs::read(p.join("c")).unwrap(), b"alpha");
+    assert_eq!(keys(&bucket, ""), vec!["c"]);
+
+    // Into another directory, a file over a directory, a missing source.
+    fs::create_dir(p.join("d")).unwrap();
+    fs::rename(p.join("c"), p.join("d/c2")).unwrap();
+    assert_eq!(keys(&bucket, "d"), vec!["d/", "d/c2"]);
+    fs::create_dir(p.join("e")).unwrap();
+    assert_eq!(errno_of(fs::rename(p.join("d/c2"), p.join("e"))), libc::EISDIR);
+    // Onto its own (non-empty) parent: ENOTEMPTY, as on ext4.
+    assert_eq!(errno_of(fs::rename(p.join("d/c2"), p.join("d"))), libc::ENOTEMPTY);
+    assert_eq!(errno_of(fs::rename(p.join("nope"), p.join("x"))), libc::ENOENT);
+
+    // A file open for writing is renamed with its staged data; the handle keeps working.
+    let mut f = fs::File::create(p.join("open.bin")).unwrap();
+    f.write_all(b"first").unwrap();
+    fs::rename(p.join("open.bin"), p.join("moved.bin")).unwrap();
+    f.write_all(b"+second").unwrap();
+    drop(f);
+    assert_eq!(fs::read(p.join("moved.bin")).unwrap(), b"first+second");
+    assert!(!keys(&bucket, "").contains(&"open.bin".to_string()));
+    // A reader opened before the rename keeps reading.
+    let mut r = fs::File::open(p.join("moved.bin")).unwrap();
+    fs::rename(p.join("moved.bin"), p.join("moved2.bin")).unwrap();
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "first+second");
+    drop(r);
+    m.unmount();
+}
+
+#[test]
+fn rename_of_directories_moves_the_tree() {
+    let bucket = block_on(new_bucket("renamedir"));
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path();
+    fs::create_dir_all(p.join("src/sub/deep")).unwrap();
+    for (i, f) in ["src/a", "src/sub/b", "src/sub/deep/c"].iter().enumerate() {
+        fs::write(p.join(f), format!("file {i}")).unwrap();
+    }
+    block_on(async { put_object(&s3_client().await, &bucket, "src/implicit/x", b"x".to_vec()).await });
+    fs::set_permissions(p.join("src"), fs::Permissions::from_mode(0o711)).unwrap();
+    fs::rename(p.join("src"), p.join("dst")).unwrap();
+    assert_eq!(
+        keys(&bucket, ""),
+        vec![
+            "dst/",
+            "dst/a",
+            "dst/implicit/x",
+            "dst/sub/",
+            "dst/sub/b",
+            "dst/sub/deep/",
+            "dst/sub/deep/c"
+        ]
+    );
+    assert_eq!(fs::read(p.join("dst/sub/deep/c")).unwrap(), b"file 2");
+    assert_eq!(fs::metadata(p.join("dst")).unwrap().mode() & 0o7777, 0o711);
+    assert_eq!(errno_of(fs::metadata(p.join("src"))), libc::ENOENT);
+
+    // Into its own subtree: EINVAL. Onto a non-empty directory: ENOTEMPTY. Onto a file: ENOTDIR.
+    assert_eq!(
+        errno_of(fs::rename(p.join("dst"), p.join("dst/sub/inside"))),
+        libc::EINVAL
+    );
+    fs::create_dir(p.join("full")).unwrap();
+    fs::write(p.join("full/f"), b"f").unwrap();
+    assert_eq!(
+        errno_of(fs::rename(p.join("dst"), p.join("full"))),
+        libc::ENOTEMPTY
+    );
+    fs::write(p.join("plainfile"), b"p").unwrap();
+    assert_eq!(
+        errno_of(fs::rename(p.join("dst"), p.join("plainfile"))),
+        libc::ENOTDIR
+    );
+    // Onto an empty directory: replaces it.
+    fs::create_dir(p.join("empty")).unwrap();
+    fs::rename(p.join("dst/sub"), p.join("empty")).unwrap();
+    assert_eq!(fs::read(p.join("empty/deep/c")).unwrap(), b"file 2");
+    assert!(keys(&bucket, "dst/sub").is_empty());
+    m.unmount();
+}
+
+#[test]
+fn symlinks_store_their_target_in_the_body() {
+    let bucket = block_on(new_bucket("symlink"));
+    block_on(async {
+        // A symlink written by s3fs.
+        s3_client()
+            .await
+            .put_object()
+            .bucket(&bucket)
+            .key("from-s3fs")
+            .metadata("mode", "41471")
+            .body(ByteStream::from_static(b"target/of/s3fs"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path();
+    fs::write(p.join("real"), b"real data").unwrap();
+    std::os::unix::fs::symlink("real", p.join("rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", p.join("abs")).unwrap();
+    assert_eq!(fs::read_link(p.join("rel")).unwrap(), PathBuf::from("real"));
+    assert_eq!(
+        fs::read_link(p.join("abs")).unwrap(),
+        PathBuf::from("/etc/hostname")
+    );
+    assert_eq!(fs::read(p.join("rel")).unwrap(), b"real data");
+    assert!(fs::symlink_metadata(p.join("rel"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_link(p.join("from-s3fs")).unwrap(),
+        PathBuf::from("target/of/s3fs")
+    );
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "rel").await }),
+        b"real"
+    );
+    let h = block_on(head(&bucket, "rel"));
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("mode")).map(String::as_str),
+        Some("41471")
+    );
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink("x", p.join("rel"))),
+        libc::EEXIST
+    );
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    assert_eq!(
+        fs::read_link(m.path().join("rel")).unwrap(),
+        PathBuf::from("real")
+    );
+    m.unmount();
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8], flags: i32) -> std::io::Result<()> {
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
+    // SAFETY: valid pointers for the duration of the call.
+    let rc = unsafe {
+        libc::setxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn getxattr(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::getxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+fn listxattr(p: &Path) -> Vec<String> {
+    let cp = cpath(p);
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::listxattr(cp.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    buf.truncate(n as usize);
+    buf.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+fn removexattr(p: &Path, name: &str) -> std::io::Result<()> {
+    let (cp, cn) = (cpath(p), CString::new(name).unwrap());
+    // SAFETY: valid pointers.
+    if unsafe { libc::removexattr(cp.as_ptr(), cn.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn user_xattrs_are_stored_in_the_s3fs_format() {
+    let bucket = block_on(new_bucket("xattr"));
+    let m = Mount::mount(&bucket, &[]);
+    let f = m.path().join("f");
+    fs::write(&f, b"content").unwrap();
+    setxattr(&f, "user.color", b"blue", 0).unwrap();
+    setxattr(&f, "user.bin", &[0, 1, 255], 0).unwrap();
+    assert_eq!(getxattr(&f, "user.color").unwrap(), b"blue");
+    assert_eq!(getxattr(&f, "user.bin").unwrap(), vec![0, 1, 255]);
+    assert_eq!(listxattr(&f), vec!["user.bin", "user.color"]);
+    assert_eq!(
+        errno_of(setxattr(&f, "user.color", b"red", libc::XATTR_CREATE)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno_of(setxattr(&f, "user.none", b"x", libc::XATTR_REPLACE)),
+        libc::ENODATA
+    );
+    setxattr(&f, "user.color", b"red", libc::XATTR_REPLACE).unwrap();
+    assert_eq!(errno_of(getxattr(&f, "user.missing")), libc::ENODATA);
+    assert_eq!(errno_of(setxattr(&f, "security.selinux", b"x", 0)), libc::ENOTSUP);
+    assert_eq!(errno_of(setxattr(&f, "trusted.x", b"x", 0)), libc::ENOTSUP);
+    assert_eq!(
+        errno_of(setxattr(&f, "user.big", &vec![b'x'; 3000], 0)),
+        libc::E2BIG
+    );
+    removexattr(&f, "user.bin").unwrap();
+    assert_eq!(errno_of(removexattr(&f, "user.bin")), libc::ENODATA);
+    let stored = block_on(head(&bucket, "f"));
+    let x = stored
+        .metadata()
+        .and_then(|m| m.get("xattr"))
+        .cloned()
+        .expect("xattr metadata");
+    assert_eq!(x, "%7B%22user.color%22%3A%22cmVk%22%7D");
+    assert_eq!(
+        fs::read(&f).unwrap(),
+        b"content",
+        "the metadata copy kept the data"
+    );
+    // On a directory, and across a remount.
+    fs::create_dir(m.path().join("d")).unwrap();
+    setxattr(&m.path().join("d"), "user.dir", b"yes", 0).unwrap();
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    assert_eq!(getxattr(&m.path().join("f"), "user.color").unwrap(), b"red");
+    assert_eq!(getxattr(&m.path().join("d"), "user.dir").unwrap(), b"yes");
+    m.unmount();
+}
+
+#[test]
+fn unlinked_open_files_keep_working_and_leave_nothing_behind() {
+    let bucket = block_on(new_bucket("unlinkopen"));
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path().join("doomed");
+    fs::write(&p, b"0123456789").unwrap();
+    let mut r = fs::File::open(&p).unwrap();
+    let w = fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    assert!(keys(&bucket, "").is_empty(), "the object is gone at once");
+    assert_eq!(errno_of(fs::metadata(&p)), libc::ENOENT);
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "0123456789");
+    w.write_all_at(b"AB", 2).unwrap();
+    let mut buf = [0u8; 10];
+    w.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"01AB456789");
+    w.sync_all().unwrap();
+    drop(w);
+    drop(r);
+    assert!(
+        keys(&bucket, "").is_empty(),
+        "nothing left behind (no .fuse_hidden objects)"
+    );
+    assert!(fs::read_dir(m.path()).unwrap().next().is_none());
+    m.unmount();
+}
+
+#[test]
+fn special_files_and_fallocate() {
+    let bucket = block_on(new_bucket("special"));
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    let p = m.path();
+    run(Command::new("mkfifo").arg("-m").arg("0640").arg(p.join("fifo")));
+    assert!(fs::metadata(p.join("fifo")).unwrap().file_type().is_fifo());
+    let h = block_on(head(&bucket, "fifo"));
+    assert_eq!(h.content_length(), Some(0));
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("mode")).map(String::as_str),
+        Some(&*(0o010640u32).to_string())
+    );
+    run(Command::new("mknod")
+        .arg(p.join("null"))
+        .arg("c")
+        .arg("1")
+        .arg("3"));
+    let meta = fs::metadata(p.join("null")).unwrap();
+    assert!(meta.file_type().is_char_device());
+    assert_eq!(meta.rdev(), libc::makedev(1, 3));
+    // Only root may create device nodes.
+    let out = Command::new("setpriv")
+        .args(["--reuid=1000", "--regid=1000", "--clear-groups", "mknod"])
+        .arg(p.join("null2"))
+        .args(["c", "1", "3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{out:?}"
+    );
+    // A plain mknod makes an empty regular file.
+    run(Command::new("mknod").arg(p.join("reg")).arg("p"));
+    fs::remove_file(p.join("reg")).unwrap();
+
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(p.join("alloc"))
+        .unwrap();
+    // SAFETY: fallocate on an open descriptor.
+    assert_eq!(
+        unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, 8192) },
+        0
+    );
+    assert_eq!(f.metadata().unwrap().len(), 8192);
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            4096,
+        )
+    };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EOPNOTSUPP)
+    );
+    drop(f);
+    assert_eq!(block_on(head(&bucket, "alloc")).content_length(), Some(8192));
+    m.unmount();
+}
+
+/// One step of the model test, for the failure report.
+#[derive(Debug)]
+enum Step {
+    Write(u64, usize),
+    Read(u64, usize),
+    Truncate(u64),
+    Append(usize),
+    Reopen,
+    Fsync,
+    Rename,
+    UnlinkWhileOpen,
+}
+
+/// The file under test and its reference twin on local disk.
+struct Pair {
+    mount_dir: PathBuf,
+    local_dir: PathBuf,
+    name: String,
+    mount_fd: fs::File,
+    local_fd: fs::File,
+}
+
+impl Pair {
+    fn open(mount_dir: &Path, local_dir: &Path, name: &str) -> Pair {
+        let o = |d: &Path| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(d.join(name))
+                .unwrap()
+        };
+        Pair {
+            mount_dir: mount_dir.into(),
+            local_dir: local_dir.into(),
+            name: name.into(),
+            mount_fd: o(mount_dir),
+            local_fd: o(local_dir),
+        }
+    }
+
+    fn check(&self, ctx: &str) {
+        let ml = self.mount_fd.metadata().unwrap().len();
+        let ll = self.local_fd.metadata().unwrap().len();
+        assert_eq!(ml, ll, "size differs {ctx}");
+        let mut a = vec![0u8; ml as usize];
+        let mut b = vec![0u8; ll as usize];
+        self.mount_fd.read_exact_at(&mut a, 0).unwrap();
+        self.local_fd.read_exact_at(&mut b, 0).unwrap();
+        if a != b {
+            let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(0);
+            panic!("content differs at byte {first} {ctx}");
+        }
+    }
+}
+
+fn fsx(ops: usize, seed: u64) {
+    let bucket = block_on(new_bucket("fsx"));
+    let local = tempfile::tempdir().unwrap();
+    let mut m = Mount::mount(&bucket, &["max_dirty_memory=1"]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const MAX_LEN: u64 = 300 * 1024;
+    let mut pair = Pair::open(m.path(), local.path(), "model.bin");
+    let mut history: Vec<Step> = Vec::new();
+    let mut renames = 0;
+    for i in 0..ops {
+        let step = match rng.random_range(0..100) {
+            0..=34 => Step::Write(rng.random_range(0..MAX_LEN), rng.random_range(1..65536)),
+            35..=54 => Step::Read(rng.random_range(0..MAX_LEN), rng.random_range(1..65536)),
+            55..=64 => Step::Truncate(rng.random_range(0..MAX_LEN)),
+            65..=74 => Step::Append(rng.random_range(1..20000)),
+            75..=84 => Step::Reopen,
+            85..=89 => Step::Fsync,
+            90..=95 => Step::Rename,
+            _ => Step::UnlinkWhileOpen,
+        };
+        let ctx = format!("after step {i} {step:?} (seed {seed}; replay with ROSSFS_FSX_SEED={seed})");
+        match &step {
+            Step::Write(off, len) => {
+                let data: Vec<u8> = (0..*len).map(|_| rng.random()).collect();
+                pair.mount_fd.write_all_at(&data, *off).unwrap();
+                pair.local_fd.write_all_at(&data, *off).unwrap();
+            }
+            Step::Read(off, len) => {
+                let mut a = vec![0u8; *len];
+                let mut b = vec![0u8; *len];
+                let na = pair.mount_fd.read_at(&mut a, *off).unwrap();
+                let nb = pair.local_fd.read_at(&mut b, *off).unwrap();
+                assert_eq!(na, nb, "short read differs {ctx}");
+                assert!(a[..na] == b[..nb], "read differs {ctx}");
+            }
+            Step::Truncate(len) => {
+                pair.mount_fd.set_len(*len).unwrap();
+                pair.local_fd.set_len(*len).unwrap();
+            }
+            Step::Append(len) => {
+                let data: Vec<u8> = (0..*len).map(|_| rng.random()).collect();
+                for d in [&pair.mount_dir, &pair.local_dir] {
+                    let mut f = fs::OpenOptions::new()
+                        .append(true)
+                        .open(d.join(&pair.name))
+                        .unwrap();
+                    f.write_all(&data).unwrap_or_else(|e| panic!("append {ctx}: {e}"));
+                }
+            }
+            Step::Reopen => {
+                let (md, ld, name) = (pair.mount_dir.clone(), pair.local_dir.clone(), pair.name.clone());
+                drop(pair);
+                // A fresh open reads what was uploaded.
+                let uploaded = fs::read(md.join(&name)).unwrap();
+                assert_eq!(
+                    uploaded,
+                    fs::read(ld.join(&name)).unwrap(),
+                    "reopened content differs {ctx}"
+                );
+                pair = Pair::open(&md, &ld, &name);
+            }
+            Step::Fsync => pair
+                .mount_fd
+                .sync_all()
+                .unwrap_or_else(|e| panic!("fsync {ctx}: {e}")),
+            Step::Rename => {
+                renames += 1;
+                let new = format!("model-{renames}.bin");
+                fs::rename(pair.mount_dir.join(&pair.name), pair.mount_dir.join(&new))
+                    .unwrap_or_else(|e| panic!("rename {ctx}: {e}"));
+                fs::rename(pair.local_dir.join(&pair.name), pair.local_dir.join(&new)).unwrap();
+                pair.name = new;
+            }
+            Step::UnlinkWhileOpen => {
+                fs::remove_file(pair.mount_dir.join(&pair.name)).unwrap();
+                fs::remove_file(pair.local_dir.join(&pair.name)).unwrap();
+                // Keep using the unlinked handles for a few operations.
+                for _ in 0..3 {
+                    let off = rng.random_range(0..MAX_LEN);
+                    let data: Vec<u8> = (0..rng.random_range(1..4096)).map(|_| rng.random()).collect();
+                    pair.mount_fd.write_all_at(&data, off).unwrap();
+                    pair.local_fd.write_all_at(&data, off).unwrap();
+                    pair.check(&ctx);
+                }
+                // Bring the name back with the unlinked file's content.
+                let mut content = Vec::new();
+                pair.local_fd.read_to_end(&mut content).ok();
+                let len = pair.local_fd.metadata().unwrap().len() as usize;
+                content.resize(len, 0);
+                pair.local_fd.read_exact_at(&mut content, 0).unwrap();
+                let (md, ld, name) = (pair.mount_dir.clone(), pair.local_dir.clone(), pair.name.clone());
+                drop(pair);
+                fs::write(md.join(&name), &content).unwrap();
+                fs::write(ld.join(&name), &content).unwrap();
+                pair = Pair::open(&md, &ld, &name);
+            }
+        }
+        history.push(step);
+        pair.check(&ctx);
+    }
+    let name = pair.name.clone();
+    drop(pair);
+    let expected = fs::read(local.path().join(&name)).unwrap();
+    m.unmount();
+    m = Mount::mount(&bucket, &[]);
+    let got = fs::read(m.path().join(&name)).unwrap();
+    assert!(got == expected, "content differs after remount (seed {seed})");
+    assert_eq!(keys(&bucket, ""), vec![name], "exactly one object remains");
+    m.unmount();
+    eprintln!(
+        "fsx: {ops} operations, seed {seed}, {} steps checked, final size {}",
+        history.len(),
+        expected.len()
+    );
+}
+
+/// Short randomized model run for CI; `ROSSFS_FSX_OPS` and `ROSSFS_FSX_SEED` change it.
+#[test]
+fn randomized_model_test_against_a_local_file() {
+    let seed = std::env::var("ROSSFS_FSX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let ops = std::env::var("ROSSFS_FSX_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500);
+    eprintln!("fsx seed {seed} ({ops} operations)");
+    fsx(ops, seed);
+}
+
+/// The long run: `cargo test --test posix -- --ignored` (100,000 operations).
+#[test]
+#[ignore]
+fn randomized_model_test_long() {
+    let seed = std::env::var("ROSSFS_FSX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(42);
+    fsx(100_000, seed);
+}
+
+fn tree_digest(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if meta.is_dir() {
+                out.push((rel, meta.mode() & 0o7777, Vec::new()));
+                stack.push(e.path());
+            } else if meta.file_type().is_symlink() {
+                out.push((
+                    rel,
+                    0,
+                    fs::read_link(e.path()).unwrap().as_os_str().as_bytes().to_vec(),
+                ));
+            } else {
+                out.push((rel, meta.mode() & 0o7777, fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn make_tree(root: &Path) {
+    for d in ["src/core", "src/util", "docs", "empty"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for i in 0..40 {
+        let dir = ["src/core", "src/util", "docs", ""][i % 4];
+        let body: Vec<u8> = (0..(i * 997 % 20000)).map(|j| (j * 31 + i) as u8).collect();
+        fs::write(root.join(dir).join(format!("file{i}.rs")), body).unwrap();
+    }
+    fs::set_permissions(root.join("docs/file2.rs"), fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("../src/core/file0.rs", root.join("docs/link")).unwrap();
+}
+
+#[test]
+fn real_tools_work_on_the_mount() {
+    let bucket = block_on(new_bucket("tools"));
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path();
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    make_tree(&tree);
+
+    // tar -x into the mount, tar -c out of it: the same tree.
+    let tarball = local.path().join("tree.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&tree)
+        .arg("."));
+    fs::create_dir(p.join("untarred")).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(p.join("untarred")));
+    assert_eq!(tree_digest(&p.join("untarred")), tree_digest(&tree));
+    let back = local.path().join("back");
+    fs::create_dir(&back).unwrap();
+    let tar2 = local.path().join("again.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar2)
+        .arg("-C")
+        .arg(p.join("untarred"))
+        .arg("."));
+    run(Command::new("tar").arg("-xf").arg(&tar2).arg("-C").arg(&back));
+    assert_eq!(tree_digest(&back), tree_digest(&tree));
+
+    // cp -a keeps modes and times.
+    run(Command::new("cp").arg("-a").arg(&tree).arg(p.join("copied")));
+    assert_eq!(tree_digest(&p.join("copied")), tree_digest(&tree));
+    let (a, b) = (
+        fs::metadata(tree.join("docs/file2.rs")).unwrap(),
+        fs::metadata(p.join("copied/docs/file2.rs")).unwrap(),
+    );
+    assert_eq!(
+        (a.mtime(), a.mtime_nsec(), a.mode()),
+        (b.mtime(), b.mtime_nsec(), b.mode())
+    );
+
+    // rsync -a into the mount, then a checksum dry run reports nothing to do.
+    run(Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", tree.display()))
+        .arg(p.join("synced")));
+    let diff = run(Command::new("rsync")
+        .args(["-a", "--checksum", "--dry-run", "--itemize-changes"])
+        .arg(format!("{}/", tree.display()))
+        .arg(format!("{}/", p.join("synced").display())));
+    assert_eq!(diff.trim(), "", "rsync still sees differences:\n{diff}");
+
+    // git: init, add, commit, status.
+    let repo = p.join("repo");
+    run(Command::new("cp").arg("-r").arg(&tree).arg(&repo));
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.invalid",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", local.path()))
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "first"]);
+    let status = git(&["status", "--porcelain"]);
+    assert_eq!(status.trim(), "", "clean after commit");
+    fs::write(repo.join("docs/file2.rs"), b"changed").unwrap();
+    assert!(git(&["status", "--porcelain"]).contains("docs/file2.rs"));
+    git(&["commit", "-q", "-am", "second"]);
+    assert_eq!(git(&["log", "--oneline"]).lines().count(), 2);
+
+    // SQLite with a rollback journal: 1,000 rows in a transaction, read back after remount.
+    let db = p.join("app.db");
+    let mut sql = String::from("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\nBEGIN;\n");
+    for i in 0..1000 {
+        sql.push_str(&format!("INSERT INTO t(v) VALUES('row {i}');\n"));
+    }
+    sql.push_str("COMMIT;\n");
+    let mut child = Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 (Debian package sqlite3)");
+    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let count = run(Command::new("sqlite3")
+        .arg(m.path().join("app.db"))
+        .arg("SELECT count(*), max(v) FROM t;"));
+    assert_eq!(count.trim(), "1000|row 999");
+    assert_eq!(tree_digest(&m.path().join("untarred")), tree_digest(&tree));
+    m.unmount();
+}
