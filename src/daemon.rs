@@ -438,6 +438,25 @@ pub fn run(req: MountRequest) -> i32 {
         }
     };
     let fs = Arc::new(S3Filesystem::new(store.clone(), &req.source, &req.options, mime));
+    if let Some(addr) = req.options.metrics_addr {
+        let listener = match rt.block_on(tokio::net::TcpListener::bind(addr)) {
+            Ok(l) => l,
+            Err(e) => {
+                readiness.fail(&format!(
+                    "cannot serve metrics on {addr}: {e} (choose a free port with metrics_addr=)"
+                ));
+                return 1;
+            }
+        };
+        if !addr.ip().is_loopback() {
+            tracing::warn!("metrics are served on {addr}, reachable from other hosts");
+        }
+        let fs_for_metrics = fs.clone();
+        rt.spawn(crate::metrics::serve(
+            listener,
+            Arc::new(move || fs_for_metrics.gauges()),
+        ));
+    }
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 
     let mut config = Config::default();
@@ -523,9 +542,13 @@ pub fn run(req: MountRequest) -> i32 {
                 None
             }
         };
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut done_rx = done_rx;
         let ended = loop {
             tokio::select! {
+                Some(()) = async { match hup.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                    crate::logging::reopen();
+                }
                 r = &mut done_rx => break Some(r),
                 _ = term.recv() => break None,
                 _ = int.recv() => break None,

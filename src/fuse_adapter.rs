@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -21,6 +21,7 @@ use tokio::runtime::Handle;
 
 use crate::attr::NodeKind;
 use crate::filesystem::{Caller, FsResult, S3Filesystem, Stat, XattrReply};
+use crate::metrics::{self, CALLER_PID};
 
 /// The `fuser::Filesystem` implementation.
 pub struct FuseAdapter {
@@ -40,21 +41,31 @@ impl FuseAdapter {
         Self { fs, rt }
     }
 
-    /// Runs `op` on the runtime and hands its result to `done`, or its errno to the reply.
-    fn spawn<R, T, F, Fut>(&self, reply: R, op: F, done: impl FnOnce(R, T, &S3Filesystem) + Send + 'static)
-    where
+    /// Runs `op` on the runtime and hands its result to `done`, or its errno to the reply. The
+    /// task carries the caller's pid (for traffic attribution) and is timed as `name`.
+    fn spawn<R, T, F, Fut>(
+        &self,
+        req: &Request,
+        name: &'static str,
+        reply: R,
+        op: F,
+        done: impl FnOnce(R, T, &S3Filesystem) + Send + 'static,
+    ) where
         R: ErrorReply + Send + 'static,
         T: Send + 'static,
         F: FnOnce(Arc<S3Filesystem>) -> Fut + Send + 'static,
         Fut: Future<Output = FsResult<T>> + Send + 'static,
     {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match op(fs.clone()).await {
+        let start = Instant::now();
+        self.rt.spawn(CALLER_PID.scope(req.pid(), async move {
+            let result = op(fs.clone()).await;
+            metrics::global().fuse_op(name, start.elapsed(), result.is_err());
+            match result {
                 Ok(v) => done(reply, v, &fs),
                 Err(e) => reply.fail(Errno::from_i32(e.0)),
             }
-        });
+        }));
     }
 }
 
@@ -147,9 +158,11 @@ impl Filesystem for FuseAdapter {
         tracing::debug!("FUSE session ends");
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
         self.spawn(
+            req,
+            "lookup",
             reply,
             move |fs| async move { fs.lookup(parent.0, &name).await },
             entry,
@@ -160,8 +173,10 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.spawn(
+            req,
+            "getattr",
             reply,
             move |fs| async move { fs.getattr(ino.0).await },
             |r, s, fs| r.attr(&fs.ttl(), &file_attr(&s)),
@@ -170,7 +185,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -188,6 +203,8 @@ impl Filesystem for FuseAdapter {
     ) {
         let (atime, mtime) = (time_of(atime), time_of(mtime));
         self.spawn(
+            req,
+            "setattr",
             reply,
             move |fs| async move { fs.setattr(ino.0, mode, uid, gid, size, atime, mtime).await },
             |r, s, fs| r.attr(&fs.ttl(), &file_attr(&s)),
@@ -197,24 +214,30 @@ impl Filesystem for FuseAdapter {
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let (name, who) = (name.to_owned(), caller(req));
         self.spawn(
+            req,
+            "mkdir",
             reply,
             move |fs| async move { fs.mkdir(parent.0, &name, mode & !umask, who).await },
             entry,
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.spawn(
+            req,
+            "unlink",
             reply,
             move |fs| async move { fs.unlink(parent.0, &name).await },
             |r, (), _| r.ok(),
         );
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.spawn(
+            req,
+            "rmdir",
             reply,
             move |fs| async move { fs.rmdir(parent.0, &name).await },
             |r, (), _| r.ok(),
@@ -224,14 +247,18 @@ impl Filesystem for FuseAdapter {
     fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
         let (name, target, who) = (name.to_owned(), target.as_os_str().to_owned(), caller(req));
         self.spawn(
+            req,
+            "symlink",
             reply,
             move |fs| async move { fs.symlink(parent.0, &name, &target, who).await },
             entry,
         );
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         self.spawn(
+            req,
+            "readlink",
             reply,
             move |fs| async move { fs.readlink(ino.0).await },
             |r, data, _| r.data(&data),
@@ -251,6 +278,8 @@ impl Filesystem for FuseAdapter {
         let (name, who) = (name.to_owned(), caller(req));
         let mode = (mode & !0o7777) | (mode & 0o7777 & !umask);
         self.spawn(
+            req,
+            "mknod",
             reply,
             move |fs| async move { fs.mknod(parent.0, &name, mode, rdev, who).await },
             entry,
@@ -259,7 +288,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -269,6 +298,8 @@ impl Filesystem for FuseAdapter {
     ) {
         let (name, newname) = (name.to_owned(), newname.to_owned());
         self.spawn(
+            req,
+            "rename",
             reply,
             move |fs| async move {
                 fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
@@ -280,7 +311,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -290,6 +321,8 @@ impl Filesystem for FuseAdapter {
     ) {
         let (name, value) = (name.to_owned(), value.to_vec());
         self.spawn(
+            req,
+            "setxattr",
             reply,
             move |fs| async move { fs.setxattr(ino.0, &name, &value, flags).await },
             |r, (), _| r.ok(),
@@ -313,9 +346,11 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.spawn(
+            req,
+            "removexattr",
             reply,
             move |fs| async move { fs.removexattr(ino.0, &name).await },
             |r, (), _| r.ok(),
@@ -324,7 +359,7 @@ impl Filesystem for FuseAdapter {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -333,6 +368,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            req,
+            "fallocate",
             reply,
             move |fs| async move { fs.fallocate(fh.0, offset, length, mode).await },
             |r, (), _| r.ok(),
@@ -346,8 +383,10 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(
+            req,
+            "open",
             reply,
             move |fs| async move { fs.open(ino.0, flags.0).await },
             |r, fh, _| r.opened(FileHandle(fh), FopenFlags::empty()),
@@ -356,7 +395,7 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -366,6 +405,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         self.spawn(
+            req,
+            "read",
             reply,
             move |fs| async move { fs.read(fh.0, offset, size).await },
             |r, data, _| r.data(&data),
@@ -374,7 +415,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -386,21 +427,18 @@ impl Filesystem for FuseAdapter {
     ) {
         let data = data.to_vec();
         self.spawn(
+            req,
+            "write",
             reply,
             move |fs| async move { fs.write(fh.0, offset, &data).await },
             |r, n, _| r.written(n),
         );
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         self.spawn(
+            req,
+            "flush",
             reply,
             move |fs| async move { fs.flush(fh.0).await },
             |r, (), _| r.ok(),
@@ -409,7 +447,7 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -418,14 +456,18 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            req,
+            "release",
             reply,
             move |fs| async move { fs.release(fh.0).await },
             |r, (), _| r.ok(),
         );
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         self.spawn(
+            req,
+            "fsync",
             reply,
             move |fs| async move { fs.fsync(fh.0).await },
             |r, (), _| r.ok(),
@@ -439,20 +481,22 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+    fn readdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        let start = Instant::now();
+        self.rt.spawn(CALLER_PID.scope(req.pid(), async move {
             let mut reply = reply;
             let result = fs
                 .readdir(fh.0, offset, |e, next| {
                     reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name)
                 })
                 .await;
+            metrics::global().fuse_op("readdir", start.elapsed(), result.is_err());
             match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(Errno::from_i32(e.0)),
             }
-        });
+        }));
     }
 
     fn releasedir(
@@ -495,6 +539,8 @@ impl Filesystem for FuseAdapter {
     ) {
         let (name, who) = (name.to_owned(), caller(req));
         self.spawn(
+            req,
+            "create",
             reply,
             move |fs| async move { fs.create(parent.0, &name, mode & !umask, who, flags).await },
             |r, (s, fh), fs| {

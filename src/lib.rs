@@ -37,6 +37,8 @@ pub mod fileio;
 pub mod filesystem;
 pub mod fuse_adapter;
 pub mod logging;
+pub mod maintenance;
+pub mod metrics;
 pub mod namespace;
 pub mod options;
 pub mod store;

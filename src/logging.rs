@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::Level;
 use tracing_subscriber::fmt::MakeWriter;
@@ -20,8 +20,8 @@ use crate::options::LogLevel;
 pub enum LogTarget {
     /// Standard error (foreground).
     Stderr,
-    /// Append to a file.
-    File(Arc<std::fs::File>),
+    /// Append to a file (reopened on SIGHUP, for log rotation).
+    File(Arc<ReopenableFile>),
     /// The system log (daemon without `logfile=`).
     Syslog,
 }
@@ -29,8 +29,45 @@ pub enum LogTarget {
 impl LogTarget {
     /// Opens the log file for appending.
     pub fn file(path: &Path) -> io::Result<Self> {
-        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(LogTarget::File(Arc::new(f)))
+        let f = open_append(path)?;
+        let target = Arc::new(ReopenableFile {
+            path: path.to_path_buf(),
+            file: Mutex::new(Arc::new(f)),
+        });
+        let _ = LOG_FILE.set(target.clone());
+        Ok(LogTarget::File(target))
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// A log file that can be reopened under the same name after logrotate moved it.
+#[derive(Debug)]
+pub struct ReopenableFile {
+    path: std::path::PathBuf,
+    file: Mutex<Arc<std::fs::File>>,
+}
+
+impl ReopenableFile {
+    fn current(&self) -> Arc<std::fs::File> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+static LOG_FILE: OnceLock<Arc<ReopenableFile>> = OnceLock::new();
+
+/// Reopens `logfile=` (on SIGHUP); a no-op when logging elsewhere.
+pub fn reopen() {
+    if let Some(f) = LOG_FILE.get() {
+        match open_append(&f.path) {
+            Ok(new) => {
+                *f.file.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                tracing::info!("log file {} reopened", f.path.display());
+            }
+            Err(e) => tracing::error!("cannot reopen log file {}: {e}", f.path.display()),
+        }
     }
 }
 
@@ -108,7 +145,7 @@ impl LogTarget {
     fn writer(&self, level: Level) -> LineWriter {
         match self {
             LogTarget::Stderr => LineWriter::Stderr(io::stderr()),
-            LogTarget::File(f) => LineWriter::File(f.clone()),
+            LogTarget::File(f) => LineWriter::File(f.current()),
             LogTarget::Syslog => {
                 let priority = match level {
                     Level::ERROR => libc::LOG_ERR,

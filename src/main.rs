@@ -13,14 +13,21 @@ use rossfs::options::{MountOptions, MountSource, OPTION_DOCS};
 struct Cli {
     /// BUCKET, or BUCKET:/PREFIX to mount a sub-path
     source: String,
-    /// Directory to mount on
-    mountpoint: PathBuf,
+    /// Directory to mount on (or /dev/fd/N: serve an already-mounted FUSE descriptor)
+    #[arg(required_unless_present_any = ["list_uploads", "abort_uploads"])]
+    mountpoint: Option<PathBuf>,
     /// Mount options, comma separated; may be repeated (see the list below)
     #[arg(short = 'o', value_name = "OPT[,OPT...]", action = ArgAction::Append)]
     options: Vec<String>,
     /// Stay in the foreground and log to stderr
     #[arg(short = 'f', long = "foreground")]
     foreground: bool,
+    /// Instead of mounting: list incomplete multipart uploads under BUCKET[:/PREFIX]
+    #[arg(long, conflicts_with = "abort_uploads")]
+    list_uploads: bool,
+    /// Instead of mounting: abort incomplete multipart uploads at least AGE old (e.g. 24h, 0 for all)
+    #[arg(long, value_name = "AGE")]
+    abort_uploads: Option<String>,
 }
 
 fn options_help() -> String {
@@ -60,10 +67,29 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if cli.list_uploads || cli.abort_uploads.is_some() {
+        let age = match cli
+            .abort_uploads
+            .as_deref()
+            .map(rossfs::maintenance::parse_age)
+            .transpose()
+        {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("rossfs: --abort-uploads: {e}");
+                std::process::exit(1);
+            }
+        };
+        std::process::exit(rossfs::maintenance::run(&source, &options, age));
+    }
+    let Some(mountpoint) = cli.mountpoint else {
+        eprintln!("rossfs: missing MOUNTPOINT: rossfs BUCKET[:/PREFIX] MOUNTPOINT [-o OPTIONS]");
+        std::process::exit(1);
+    };
     let code = daemon::run(MountRequest {
         source_spec: cli.source,
         source,
-        mountpoint: cli.mountpoint,
+        mountpoint,
         options,
         foreground: cli.foreground,
     });

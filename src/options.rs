@@ -170,6 +170,8 @@ pub struct MountOptions {
     pub sse_kms_key_id: Option<String>,
     /// File mapping extensions to content types (`mime=`, default `/etc/mime.types`).
     pub mime_file: PathBuf,
+    /// Address of the Prometheus metrics endpoint (`metrics_addr=`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for MountOptions {
@@ -207,6 +209,7 @@ impl Default for MountOptions {
             use_sse: false,
             sse_kms_key_id: None,
             mime_file: PathBuf::from("/etc/mime.types"),
+            metrics_addr: None,
         }
     }
 }
@@ -262,12 +265,24 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "use_sse", value: "", help: "server-side encryption SSE-S3 on every upload and copy (use_sse=kmsid:ID for SSE-KMS)" },
     OptionDoc { name: "sse_kms_key_id", value: "ID", help: "server-side encryption SSE-KMS with this key" },
     OptionDoc { name: "mime", value: "PATH", help: "extension to Content-Type map (default /etc/mime.types)" },
+    OptionDoc { name: "metrics_addr", value: "IP:PORT", help: "serve Prometheus metrics (per operation, per S3 request type, top calling processes) at http://IP:PORT/metrics" },
     OptionDoc { name: "dbglevel", value: "LEVEL", help: "log level: err, warn (default), info, debug, trace" },
     OptionDoc { name: "logfile", value: "PATH", help: "log to this file (default: syslog when daemonized, stderr with -f)" },
     OptionDoc { name: "fuse_threads", value: "N", help: "threads reading FUSE requests (default 2)" },
     OptionDoc { name: "nosuid, nodev, noexec, suid, dev, exec, noatime, atime", value: "", help: "kernel mount flags, passed through" },
     OptionDoc { name: "default_permissions, nonempty, rw", value: "", help: "accepted for compatibility (permissions are always checked by the kernel)" },
 ];
+
+/// Option names that would carry a key or secret (refused without echoing the value).
+fn looks_like_credential(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    n.contains("secret")
+        || n.contains("access_key")
+        || n.contains("accesskey")
+        || n.contains("password")
+        || n.contains("session_token")
+        || matches!(n.as_str(), "ak" | "sk" | "passwd" | "key" | "token" | "aws_key")
+}
 
 fn parse_u32(name: &str, value: &str) -> Result<u32, OptionError> {
     value.parse::<u32>().map_err(|_| {
@@ -495,7 +510,22 @@ impl MountOptions {
             },
             "sse_kms_key_id" => self.sse_kms_key_id = Some(require_value(name, value)?.to_string()),
             "mime" => self.mime_file = PathBuf::from(require_value(name, value)?),
+            "metrics_addr" => {
+                let v = require_value(name, value)?;
+                self.metrics_addr = Some(v.parse().map_err(|_| {
+                    OptionError::new(format!(
+                        "option 'metrics_addr={v}': expected IP:PORT such as 127.0.0.1:9464"
+                    ))
+                })?);
+            }
             "default_permissions" | "nonempty" => reject_value(name, value)?,
+            _ if looks_like_credential(name) => {
+                return Err(OptionError::new(format!(
+                    "option '{name}' would put a credential on the command line, where every user \
+                     can read it (ps, /proc/PID/cmdline); write ACCESS_KEY:SECRET into a file with \
+                     mode 0600 and pass passwd_file=PATH, or use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                )))
+            }
             _ => {
                 return Err(OptionError::new(format!(
                     "unknown option '{name}'; see 'rossfs --help' for the list of options"
@@ -608,6 +638,19 @@ mod tests {
     }
 
     #[test]
+    fn credentials_on_the_command_line_are_refused_without_echo() {
+        for opt in [
+            "secret_key=TOPSECRETVALUE",
+            "aws_access_key_id=TOPSECRETVALUE",
+            "sk=TOPSECRETVALUE",
+        ] {
+            let e = MountOptions::parse(&[opt]).unwrap_err();
+            assert!(e.0.contains("passwd_file"), "{e}");
+            assert!(!e.0.contains("TOPSECRETVALUE"), "{e}");
+        }
+    }
+
+    #[test]
     fn every_documented_option_parses() {
         for doc in OPTION_DOCS {
             for name in doc.name.split(", ") {
@@ -617,6 +660,7 @@ mod tests {
                     "OOO" => format!("{name}=022"),
                     "enotsup|eperm" => format!("{name}=eperm"),
                     "CLASS" => format!("{name}=STANDARD_IA"),
+                    "IP:PORT" => format!("{name}=127.0.0.1:9464"),
                     "LEVEL" => format!("{name}=info"),
                     "MIB" => format!("{name}=16"),
                     _ => format!("{name}=7"),

@@ -345,12 +345,15 @@ impl S3Filesystem {
         }
         let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
         if let Some(state) = self.cache.get(&path) {
+            crate::metrics::global().stat_cache_hit();
             let ino = self.table.upsert_child(parent, name, state, false);
             return self.node(ino);
         }
         if self.cache.is_absent(&path) {
+            crate::metrics::global().negative_cache_hit();
             return Err(Errno::ENOENT);
         }
+        crate::metrics::global().lookup_miss();
         let mut resolved = resolve_key(
             &self.store,
             &self.pres,
@@ -627,6 +630,44 @@ impl S3Filesystem {
             lock(&self.files).len(),
             self.cache.len()
         )
+    }
+
+    /// Gauges for the metrics endpoint: dirty bytes waiting for upload, inodes, open handles.
+    pub fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {
+        let entries: Vec<Arc<tokio::sync::Mutex<FileData>>> =
+            lock(&self.files).values().map(|e| e.1.clone()).collect();
+        let mut dirty = 0u64;
+        let mut busy = 0u64;
+        for e in entries {
+            match e.try_lock() {
+                Ok(d) if d.dirty => dirty += d.staging.as_ref().map_or(0, |s| s.len()),
+                Ok(_) => {}
+                // Being uploaded right now: its bytes are on their way.
+                Err(_) => busy += 1,
+            }
+        }
+        vec![
+            (
+                "rossfs_dirty_bytes",
+                "Bytes written but not yet uploaded",
+                dirty as f64,
+            ),
+            (
+                "rossfs_files_uploading",
+                "Files whose upload is in progress",
+                busy as f64,
+            ),
+            (
+                "rossfs_inodes",
+                "Inodes held in the inode table",
+                self.table.len() as f64,
+            ),
+            (
+                "rossfs_open_files",
+                "Open file handles",
+                lock(&self.file_handles).len() as f64,
+            ),
+        ]
     }
 
     /// Uploads every file with unsaved data (shutdown): returns how many failed.

@@ -5,7 +5,8 @@
 //! group or others is refused. The provider stats the file on each credential request and
 //! re-reads it when its modification time or size changed, so rotated keys take effect without a
 //! remount. Secrets live only inside [`aws_credential_types::Credentials`], whose `Debug` redacts
-//! them; no error message here quotes a line of the file.
+//! them; no error message here quotes a line of the file. [`ReloadingChain`] does the same for the
+//! standard AWS chain and its shared profile files.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -235,5 +236,101 @@ mod tests {
         std::fs::write(&p, "AK22:SK22\n").unwrap();
         assert_eq!(prov.current().unwrap().access_key_id(), "AK22");
         assert!(!format!("{prov:?}").contains("SK22"));
+    }
+}
+
+/// The standard AWS credential chain (environment, shared profile files, web identity, ECS,
+/// IMDS) with two changes for a long-running mount: credentials are cached here until they near
+/// their expiry, and a rewrite of `~/.aws/credentials` or `~/.aws/config` (or the files named by
+/// `AWS_SHARED_CREDENTIALS_FILE` / `AWS_CONFIG_FILE`) rebuilds the chain, so rotated keys are
+/// used by the next request without a remount.
+pub struct ReloadingChain {
+    region: Option<aws_types::region::Region>,
+    files: Vec<PathBuf>,
+    state: tokio::sync::Mutex<ChainState>,
+}
+
+#[derive(Default)]
+struct ChainState {
+    stamps: Vec<Option<FileStamp>>,
+    chain: Option<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+    cached: Option<Credentials>,
+}
+
+impl std::fmt::Debug for ReloadingChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingChain")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.len()))
+}
+
+impl ReloadingChain {
+    /// A chain for `region`, watching the shared credentials and config files.
+    pub fn new(region: Option<aws_types::region::Region>) -> Self {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
+        let creds = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".aws/credentials"));
+        let config = std::env::var_os("AWS_CONFIG_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".aws/config"));
+        Self {
+            region,
+            files: vec![creds, config],
+            state: tokio::sync::Mutex::new(ChainState::default()),
+        }
+    }
+
+    async fn current(&self) -> provider::Result {
+        let stamps: Vec<Option<FileStamp>> = self.files.iter().map(|p| stamp_of(p)).collect();
+        let mut state = self.state.lock().await;
+        if state.chain.is_none() || state.stamps != stamps {
+            if state.chain.is_some() {
+                tracing::info!("AWS shared credentials/config changed: reloading the credential chain");
+            }
+            let mut builder = aws_config::default_provider::credentials::DefaultCredentialsChain::builder();
+            if let Some(r) = &self.region {
+                builder = builder.region(r.clone());
+            }
+            state.chain = Some(builder.build().await);
+            state.stamps = stamps;
+            state.cached = None;
+        }
+        if let Some(c) = &state.cached {
+            let fresh = match c.expiry() {
+                None => true,
+                Some(exp) => exp
+                    .duration_since(std::time::SystemTime::now())
+                    .is_ok_and(|left| left > std::time::Duration::from_secs(300)),
+            };
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        let chain = state
+            .chain
+            .as_ref()
+            .ok_or_else(|| CredentialsError::not_loaded("no credential chain"))?;
+        let creds = chain.provide_credentials().await?;
+        state.cached = Some(creds.clone());
+        Ok(creds)
+    }
+}
+
+impl ProvideCredentials for ReloadingChain {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.current())
     }
 }

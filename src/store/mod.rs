@@ -23,7 +23,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-pub use credentials::{load_passwd_file, parse_passwd, PasswdFileError, PasswdFileProvider};
+pub use credentials::{load_passwd_file, parse_passwd, PasswdFileError, PasswdFileProvider, ReloadingChain};
 pub use error::StoreError;
 
 use crate::options::{MountOptions, MountSource};
@@ -122,13 +122,27 @@ impl ObjectStore {
     /// password file, else the standard AWS chain), retries and timeouts. Makes no request.
     pub async fn new(opts: &MountOptions, source: &MountSource) -> Result<Self, String> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &opts.region {
+        let region = opts
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            // A custom endpoint needs no region lookup through instance metadata.
+            .or_else(|| opts.endpoint.as_ref().map(|_| "us-east-1".to_string()));
+        if let Some(region) = &region {
             loader = loader.region(Region::new(region.clone()));
         }
-        if let Some(path) = &opts.passwd_file {
-            let provider =
-                PasswdFileProvider::new(path.clone(), &source.bucket).map_err(|e| e.to_string())?;
-            loader = loader.credentials_provider(provider);
+        // Credentials are cached by the providers themselves (which notice rotated files), not
+        // by the SDK's identity cache, which would keep old keys for up to 15 minutes.
+        match &opts.passwd_file {
+            Some(path) => {
+                let provider =
+                    PasswdFileProvider::new(path.clone(), &source.bucket).map_err(|e| e.to_string())?;
+                loader = loader.credentials_provider(provider);
+            }
+            None => {
+                loader = loader.credentials_provider(ReloadingChain::new(region.clone().map(Region::new)));
+            }
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
@@ -145,6 +159,8 @@ impl ObjectStore {
                     .operation_attempt_timeout(opts.readwrite_timeout)
                     .build(),
             )
+            .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
+            .interceptor(crate::metrics::RequestObserver)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if shared.region().is_none() {
@@ -199,6 +215,13 @@ impl ObjectStore {
         let e = StoreError::from_sdk(e, op, key, &self.endpoint);
         if !e.is_not_found() {
             tracing::debug!("{e}");
+            let code = match &e {
+                StoreError::Service { code, .. } => code.as_str(),
+                StoreError::Timeout { .. } => "Timeout",
+                StoreError::Unreachable { .. } => "Unreachable",
+                _ => "Other",
+            };
+            crate::metrics::global().s3_error(op, code);
         }
         e
     }
@@ -641,6 +664,41 @@ impl ObjectStore {
             .await
             .map_err(|e| self.err(e, "CopyObject", dst))?;
         Ok(())
+    }
+
+    /// Multipart uploads in progress under `prefix`: (key, upload id, initiated).
+    pub async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String, Option<SystemTime>)>, StoreError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err(e, "ListMultipartUploads", prefix))?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                    let initiated = u.initiated().and_then(|t| SystemTime::try_from(*t).ok());
+                    out.push((k.to_string(), id.to_string(), initiated));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Deletes a key (succeeds if it is already gone).

@@ -1,0 +1,293 @@
+//! Credentials and observability on a real mount: rotated keys picked up without a remount,
+//! secrets never in logs or metrics, the Prometheus endpoint, traffic attributed to the calling
+//! process, incomplete multipart uploads listed and aborted.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+    .block_on(f)
+}
+
+/// Runs the harness's Garage CLI and returns its stdout.
+fn garage(args: &[&str]) -> String {
+    let mut cmd = server()
+        .garage_cli()
+        .expect("these tests manage keys on the local Garage");
+    let out = cmd.args(args).output().expect("run garage");
+    assert!(
+        out.status.success(),
+        "garage {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Gives `bucket` (created through S3, so only aliased for the default key) a global alias,
+/// so other keys can address it by name.
+fn make_global(bucket: &str) {
+    let list = garage(&["bucket", "list"]);
+    let id = list
+        .lines()
+        .find(|l| l.split_whitespace().any(|w| w.ends_with(&format!(":{bucket}"))))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("bucket {bucket} not in:\n{list}"))
+        .to_string();
+    garage(&["bucket", "alias", &id, bucket]);
+}
+
+/// Creates a key allowed to read and write `bucket`; returns (id, secret).
+fn new_key(name: &str, bucket: &str) -> (String, String) {
+    let out = garage(&["key", "create", &format!("{name}-{}", std::process::id())]);
+    let field = |label: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {label} in garage output:\n{out}"))
+    };
+    let (id, secret) = (field("Key ID:"), field("Secret key:"));
+    garage(&[
+        "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", &id,
+    ]);
+    (id, secret)
+}
+
+fn write_keys(path: &Path, id: &str, secret: &str) {
+    // Written beside and renamed over, as a secret rotation tool would.
+    let tmp = path.with_extension("new");
+    fs::write(&tmp, format!("{id}:{secret}\n")).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn rotated_passwd_file_keys_are_used_without_a_remount() {
+    if !server().is_local_garage() {
+        eprintln!("skipped: needs the local Garage to create and revoke keys");
+        return;
+    }
+    let bucket = block_on(new_bucket("rotate"));
+    make_global(&bucket);
+    let (old_id, old_secret) = new_key("rotate-old", &bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    write_keys(&passwd, &old_id, &old_secret);
+    let m = Mount::mount(&bucket, &[&format!("passwd_file={}", passwd.display())]);
+    fs::write(m.path().join("before"), b"with the old key").unwrap();
+
+    // A long-lived writer keeps its file open across the rotation.
+    let mut open = fs::File::create(m.path().join("across")).unwrap();
+    open.write_all(b"part one;").unwrap();
+
+    let (new_id, new_secret) = new_key("rotate-new", &bucket);
+    write_keys(&passwd, &new_id, &new_secret);
+    fs::write(m.path().join("after"), b"with the new key").unwrap();
+    // The old key is revoked: everything must go on working with the new one.
+    garage(&["key", "delete", "--yes", &old_id]);
+    fs::write(m.path().join("revoked"), b"old key gone").unwrap();
+    open.write_all(b"part two").unwrap();
+    open.sync_all().expect("fsync after the rotation");
+    drop(open);
+    assert_eq!(fs::read(m.path().join("before")).unwrap(), b"with the old key");
+    let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert_eq!(keys, vec!["across", "after", "before", "revoked"]);
+    let across = block_on(async { get_object(&s3_client().await, &bucket, "across").await });
+    assert_eq!(across, b"part one;part two");
+    m.unmount();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_endpoint_counts_operations_and_names_the_calling_process() {
+    let bucket = block_on(new_bucket("metrics"));
+    block_on(async {
+        let c = s3_client().await;
+        for i in 0..30 {
+            put_object(&c, &bucket, &format!("crawl/f{i:02}"), b"x".to_vec()).await;
+        }
+    });
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    fs::write(m.path().join("written"), vec![7u8; 100_000]).unwrap();
+    // A crawler: `ls -l` stats every entry, causing HEAD requests on its behalf.
+    let out = Command::new("ls")
+        .arg("-l")
+        .arg(m.path().join("crawl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = scrape(port);
+    assert!(metric(&text, "rossfs_fuse_op_seconds_count{op=\"lookup\"}") >= 30.0);
+    assert!(metric(&text, "rossfs_s3_request_seconds_count{op=\"PutObject\"}") >= 1.0);
+    assert!(metric(&text, "rossfs_s3_request_seconds_count{op=\"HeadObject\"}") >= 30.0);
+    assert!(metric(&text, "rossfs_s3_bytes_out_total") >= 100_000.0);
+    assert!(
+        metric(&text, "rossfs_caller_s3_requests_total{comm=\"ls\"}") >= 30.0,
+        "ls caused the crawl"
+    );
+    assert!(text.contains("rossfs_s3_request_seconds_bucket{op=\"HeadObject\",le=\"+Inf\"}"));
+    assert!(text.contains("rossfs_dirty_bytes "));
+    assert!(!text.contains(&server().secret_key) && !text.contains(&server().access_key));
+    // A warm second crawl is served from the caches.
+    Command::new("ls")
+        .arg("-l")
+        .arg(m.path().join("crawl"))
+        .output()
+        .unwrap();
+    let warm = scrape(port);
+    assert!(
+        metric(&warm, "rossfs_stat_cache_hits_total")
+            + metric(&warm, "rossfs_fuse_op_seconds_count{op=\"getattr\"}")
+            > 0.0
+    );
+    m.unmount();
+}
+
+#[test]
+fn secrets_never_reach_logs_even_at_trace_level() {
+    let bucket = block_on(new_bucket("secrets"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("trace.log");
+    // Everything at trace level, the SDK's own logging included, in a foreground mount.
+    let server = server();
+    let mnt = tempfile::tempdir().unwrap();
+    let passwd = write_passwd_file(dir.path(), &server.access_key, &server.secret_key);
+    let mut cmd = mount_command(
+        &bucket,
+        mnt.path(),
+        &passwd,
+        &[&format!("logfile={}", log.display()), "dbglevel=trace"],
+    );
+    cmd.arg("-f")
+        .env("ROSSFS_LOG", "trace")
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while !is_mounted(mnt.path()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "mount never appeared");
+        assert!(child.try_wait().unwrap().is_none(), "rossfs -f exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(mnt.path().join("f"), b"data").unwrap();
+    assert_eq!(fs::read(mnt.path().join("f")).unwrap(), b"data");
+    let _ = fs::metadata(mnt.path().join("missing"));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.len() > 1000, "trace logging produced little output:\n{text}");
+    assert!(
+        !text.contains(&server.secret_key),
+        "the secret key appears in the trace log"
+    );
+
+    // A key given as an option is refused without being echoed.
+    let out = try_mount(&bucket, &["secret_key=NOTREALLYASECRET0123456789"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("passwd_file") && !err.contains("NOTREALLYASECRET"),
+        "{err}"
+    );
+}
+
+#[test]
+fn incomplete_multipart_uploads_are_listed_and_aborted() {
+    let bucket = block_on(new_bucket("uploads"));
+    let upload_id = block_on(async {
+        let c = s3_client().await;
+        let up = c
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key("abandoned.bin")
+            .send()
+            .await
+            .unwrap();
+        up.upload_id().unwrap().to_string()
+    });
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = write_passwd_file(dir.path(), &server.access_key, &server.secret_key);
+    let run = |extra: &[&str]| {
+        let out = Command::new(rossfs_bin())
+            .arg(&bucket)
+            .args(extra)
+            .arg("-o")
+            .arg(base_options(&passwd))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run(&["--list-uploads"]);
+    assert!(
+        listed.contains("pending  abandoned.bin") && listed.contains(&upload_id),
+        "{listed}"
+    );
+    let kept = run(&["--abort-uploads", "1d"]);
+    assert!(kept.contains("0 aborted"), "too young to abort: {kept}");
+    let aborted = run(&["--abort-uploads", "0"]);
+    assert!(aborted.contains("aborted  abandoned.bin"), "{aborted}");
+    let start = Instant::now();
+    loop {
+        let left = block_on(async {
+            let c = s3_client().await;
+            c.list_multipart_uploads()
+                .bucket(&bucket)
+                .send()
+                .await
+                .unwrap()
+                .uploads()
+                .len()
+        });
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "upload still listed after abort"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
