@@ -172,6 +172,8 @@ pub struct MountOptions {
     pub mime_file: PathBuf,
     /// Address of the Prometheus metrics endpoint (`metrics_addr=`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Extra PEM certificates to trust besides the system roots (`ca_bundle=`).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Default for MountOptions {
@@ -210,6 +212,7 @@ impl Default for MountOptions {
             sse_kms_key_id: None,
             mime_file: PathBuf::from("/etc/mime.types"),
             metrics_addr: None,
+            ca_bundle: None,
         }
     }
 }
@@ -265,6 +268,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "use_sse", value: "", help: "server-side encryption SSE-S3 on every upload and copy (use_sse=kmsid:ID for SSE-KMS)" },
     OptionDoc { name: "sse_kms_key_id", value: "ID", help: "server-side encryption SSE-KMS with this key" },
     OptionDoc { name: "mime", value: "PATH", help: "extension to Content-Type map (default /etc/mime.types)" },
+    OptionDoc { name: "ca_bundle", value: "PATH", help: "PEM certificates to trust in addition to the system roots (private CA, self-signed endpoint)" },
     OptionDoc { name: "metrics_addr", value: "IP:PORT", help: "serve Prometheus metrics (per operation, per S3 request type, top calling processes) at http://IP:PORT/metrics" },
     OptionDoc { name: "dbglevel", value: "LEVEL", help: "log level: err, warn (default), info, debug, trace" },
     OptionDoc { name: "logfile", value: "PATH", help: "log to this file (default: syslog when daemonized, stderr with -f)" },
@@ -510,6 +514,13 @@ impl MountOptions {
             },
             "sse_kms_key_id" => self.sse_kms_key_id = Some(require_value(name, value)?.to_string()),
             "mime" => self.mime_file = PathBuf::from(require_value(name, value)?),
+            "ca_bundle" => self.ca_bundle = Some(PathBuf::from(require_value(name, value)?)),
+            "no_check_certificate" | "ssl_verify_hostname" => {
+                return Err(OptionError::new(format!(
+                    "option '{name}': rossfs always verifies TLS certificates; to trust a private \
+                     or self-signed CA, give its certificate with ca_bundle=PATH (PEM)"
+                )))
+            }
             "metrics_addr" => {
                 let v = require_value(name, value)?;
                 self.metrics_addr = Some(v.parse().map_err(|_| {

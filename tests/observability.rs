@@ -291,3 +291,35 @@ fn incomplete_multipart_uploads_are_listed_and_aborted() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn tls_trust_options_are_checked_before_mounting() {
+    let bucket = block_on(new_bucket("tls"));
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    fs::write(&not_pem, b"hello").unwrap();
+    let out = try_mount(&bucket, &[&format!("ca_bundle={}", not_pem.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no PEM certificate"),
+        "{out:?}"
+    );
+    let out = try_mount(&bucket, &["ca_bundle=/nonexistent/ca.pem"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read ca_bundle"),
+        "{out:?}"
+    );
+    let out = try_mount(&bucket, &["no_check_certificate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ca_bundle=PATH"),
+        "{out:?}"
+    );
+    // A readable bundle is accepted (the system one; the test server speaks plain HTTP).
+    let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if system.exists() {
+        let m = Mount::mount(&bucket, &[&format!("ca_bundle={}", system.display())]);
+        fs::write(m.path().join("ok"), b"ok").unwrap();
+        m.unmount();
+    }
+}

@@ -98,6 +98,30 @@ pub struct ObjectStore {
     encryption: Option<Encryption>,
 }
 
+/// An HTTPS client that trusts the system roots plus the PEM certificates in `path`.
+fn https_client_trusting(path: &std::path::Path) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
+    use aws_smithy_http_client::tls;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_bundle {}: {e}", path.display()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "ca_bundle {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(
+            tls::TrustStore::empty()
+                .with_native_roots(true)
+                .with_pem_certificate(pem),
+        )
+        .build()
+        .map_err(|e| format!("ca_bundle {} cannot be used: {e}", path.display()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .tls_context(ctx)
+        .build_https())
+}
+
 /// Applies storage class and encryption to a request builder that creates an object.
 macro_rules! write_headers {
     ($req:expr, $store:expr) => {{
@@ -168,6 +192,9 @@ impl ObjectStore {
         }
         if let Some(url) = &opts.endpoint {
             builder = builder.endpoint_url(url.clone());
+        }
+        if let Some(path) = &opts.ca_bundle {
+            builder = builder.http_client(https_client_trusting(path)?);
         }
         let endpoint = opts.endpoint.clone().unwrap_or_else(|| {
             let region = shared

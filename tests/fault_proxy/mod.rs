@@ -319,6 +319,8 @@ pub struct Seen {
     pub method: String,
     /// Request target (path and query).
     pub target: String,
+    /// Names of its headers (lower case).
+    pub headers: Vec<String>,
     /// The fault that acted on it, if any.
     pub fault: Option<String>,
 }
@@ -389,6 +391,7 @@ impl Shared {
         self.seen.lock().unwrap().push(Seen {
             method: req.method.clone(),
             target: req.target.clone(),
+            headers: req.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect(),
             fault: chosen.as_ref().map(|f| f.to_string()),
         });
         self.seen_changed.notify_all();
@@ -589,7 +592,7 @@ impl RequestHead {
         Self {
             method: s.method.clone(),
             target: s.target.clone(),
-            headers: Vec::new(),
+            headers: s.headers.iter().map(|n| (n.clone(), String::new())).collect(),
         }
     }
 
