@@ -437,7 +437,7 @@ pub fn run(req: MountRequest) -> i32 {
             return 1;
         }
     };
-    let fs = Arc::new(S3Filesystem::new(store.clone(), &req.source, &req.options, mime));
+    let fs = S3Filesystem::new(store.clone(), &req.source, &req.options, mime);
     if let Some(addr) = req.options.metrics_addr {
         let listener = match rt.block_on(tokio::net::TcpListener::bind(addr)) {
             Ok(l) => l,

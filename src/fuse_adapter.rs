@@ -389,7 +389,14 @@ impl Filesystem for FuseAdapter {
             "open",
             reply,
             move |fs| async move { fs.open(ino.0, flags.0).await },
-            |r, fh, _| r.opened(FileHandle(fh), FopenFlags::empty()),
+            |r, (fh, keep_cache), _| {
+                let flags = if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                r.opened(FileHandle(fh), flags)
+            },
         );
     }
 

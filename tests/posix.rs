@@ -823,3 +823,85 @@ fn real_tools_work_on_the_mount() {
     assert_eq!(tree_digest(&m.path().join("untarred")), tree_digest(&tree));
     m.unmount();
 }
+
+fn pending_uploads(bucket: &str) -> usize {
+    block_on(async {
+        let c = s3_client().await;
+        c.list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("ListMultipartUploads")
+            .uploads()
+            .len()
+    })
+}
+
+#[test]
+fn large_sequential_writes_upload_while_written_and_other_patterns_stay_exact() {
+    let bucket = block_on(new_bucket("stream"));
+    let m = Mount::mount(&bucket, &["multipart_size=5"]);
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+
+    // Sequential: parts go out while the file is still open.
+    let mut f = fs::File::create(m.path().join("seq.bin")).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..40u8 {
+        let mut c = chunk.clone();
+        c[0] = i;
+        f.write_all(&c).unwrap();
+        expected.extend_from_slice(&c);
+    }
+    assert_eq!(
+        pending_uploads(&bucket),
+        1,
+        "a multipart upload is running before close"
+    );
+    drop(f);
+    assert_eq!(pending_uploads(&bucket), 0);
+    let got = block_on(async { get_object(&s3_client().await, &bucket, "seq.bin").await });
+    assert!(got == expected, "streamed object differs");
+
+    // A write before the end after streaming began: uploaded whole, exactly.
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(m.path().join("mixed.bin"))
+        .unwrap();
+    let mut expected = Vec::new();
+    for _ in 0..30 {
+        f.write_all(&chunk).unwrap();
+        expected.extend_from_slice(&chunk);
+    }
+    f.write_all_at(b"REWRITTEN", 1 << 20).unwrap();
+    expected[1 << 20..(1 << 20) + 9].copy_from_slice(b"REWRITTEN");
+    f.write_all_at(b"tail", expected.len() as u64).unwrap();
+    expected.extend_from_slice(b"tail");
+    drop(f);
+    let got = block_on(async { get_object(&s3_client().await, &bucket, "mixed.bin").await });
+    assert!(got == expected, "object differs after a write before the end");
+    assert_eq!(
+        pending_uploads(&bucket),
+        0,
+        "the abandoned streamed upload was aborted"
+    );
+
+    // Times set while streaming are the ones stored.
+    let f = fs::File::create(m.path().join("timed.bin")).unwrap();
+    for _ in 0..25 {
+        (&f).write_all(&chunk).unwrap();
+    }
+    let when = UNIX_EPOCH + std::time::Duration::new(1_500_000_000, 250_000_000);
+    f.set_times(fs::FileTimes::new().set_modified(when)).unwrap();
+    drop(f);
+    let h = block_on(head(&bucket, "timed.bin"));
+    assert_eq!(h.content_length(), Some(25 << 20));
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("mtime")).map(String::as_str),
+        Some("1500000000.250000000")
+    );
+    m.unmount();
+}

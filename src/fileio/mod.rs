@@ -13,4 +13,4 @@ mod upload;
 pub use mime::MimeTypes;
 pub use read::ObjectReader;
 pub use staging::{Staging, StagingConfig};
-pub use upload::upload;
+pub use upload::{upload, StreamingUpload};

@@ -69,3 +69,132 @@ async fn abort(store: &ObjectStore, key: &str, upload_id: &str) {
         );
     }
 }
+
+/// A multipart upload fed while the file is still being written sequentially: each part is
+/// sent as soon as the writer has filled it, a bounded number at a time, so closing a large
+/// file only waits for the last parts. Dropping it without [`StreamingUpload::finish`] leaves
+/// the upload to be aborted by [`StreamingUpload::abort`].
+#[derive(Debug)]
+pub struct StreamingUpload {
+    key: String,
+    upload_id: String,
+    part_size: u64,
+    parallel: usize,
+    /// Parts `[0, parts_started)` have been handed to a task.
+    parts_started: u64,
+    done: Vec<(i32, String)>,
+    inflight: std::collections::VecDeque<tokio::task::JoinHandle<Result<(i32, String), StoreError>>>,
+    /// The metadata the object was created with (to know whether it must be corrected).
+    pub sent: PutOptions,
+}
+
+impl StreamingUpload {
+    /// Starts a multipart upload of `key`.
+    pub async fn start(
+        store: &ObjectStore,
+        key: &str,
+        put: PutOptions,
+        part_size: u64,
+        parallel: usize,
+    ) -> Result<Self, StoreError> {
+        let upload_id = store.create_multipart(key, &put).await?;
+        Ok(Self {
+            key: key.to_string(),
+            upload_id,
+            part_size,
+            parallel: parallel.max(1),
+            parts_started: 0,
+            done: Vec::new(),
+            inflight: Default::default(),
+            sent: put,
+        })
+    }
+
+    /// The key being uploaded.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Bytes already handed to part uploads.
+    pub fn covered(&self) -> u64 {
+        self.parts_started * self.part_size
+    }
+
+    async fn reap_one(&mut self) -> Result<(), StoreError> {
+        if let Some(task) = self.inflight.pop_front() {
+            let part = task
+                .await
+                .map_err(|e| StoreError::local("UploadPart", &self.key, e))??;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+
+    /// Sends every complete part of `staging` not sent yet, waiting for a free slot when
+    /// `parallel` parts are already in flight.
+    pub async fn send_full_parts(
+        &mut self,
+        store: &std::sync::Arc<ObjectStore>,
+        staging: &Staging,
+    ) -> Result<(), StoreError> {
+        while (self.parts_started + 1) * self.part_size <= staging.len() {
+            while self.inflight.len() >= self.parallel {
+                self.reap_one().await?;
+            }
+            let start = self.parts_started * self.part_size;
+            let body = staging
+                .slice(start, start + self.part_size)
+                .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
+            self.parts_started += 1;
+            let number = self.parts_started as i32;
+            let (store, key, id) = (store.clone(), self.key.clone(), self.upload_id.clone());
+            self.inflight.push_back(tokio::spawn(async move {
+                let etag = store.upload_part(&key, &id, number, body).await?;
+                Ok((number, etag))
+            }));
+        }
+        Ok(())
+    }
+
+    /// Sends the rest of `staging` as the last part and completes the upload.
+    pub async fn finish(
+        mut self,
+        store: &std::sync::Arc<ObjectStore>,
+        staging: &Staging,
+    ) -> Result<Option<String>, StoreError> {
+        let result = async {
+            self.send_full_parts(store, staging).await?;
+            let start = self.covered();
+            if start < staging.len() || self.parts_started == 0 {
+                let body = staging
+                    .slice(start, staging.len())
+                    .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
+                let number = (self.parts_started + 1) as i32;
+                let etag = store
+                    .upload_part(&self.key, &self.upload_id, number, body)
+                    .await?;
+                self.parts_started += 1;
+                self.done.push((number, etag));
+            }
+            while !self.inflight.is_empty() {
+                self.reap_one().await?;
+            }
+            let mut parts = std::mem::take(&mut self.done);
+            parts.sort_by_key(|(n, _)| *n);
+            store.complete_multipart(&self.key, &self.upload_id, parts).await
+        }
+        .await;
+        if result.is_err() {
+            abort(store, &self.key, &self.upload_id).await;
+        }
+        result
+    }
+
+    /// Abandons the upload: cancels parts in flight and aborts it so no parts stay behind.
+    pub async fn abort(mut self, store: &ObjectStore) {
+        for task in self.inflight.drain(..) {
+            task.abort();
+        }
+        abort(store, &self.key, &self.upload_id).await;
+    }
+}

@@ -96,8 +96,10 @@ impl S3Filesystem {
     /// Fetches the next listing page into the handle.
     async fn fetch_page(&self, h: &mut DirHandle) -> FsResult<()> {
         let prefix = self.dir_key(&h.path);
+        let first_page = h.token.is_none();
         let page = self.store.list(&prefix, true, h.token.take(), PAGE_KEYS).await?;
         h.started = true;
+        let mut listed: Vec<(OsString, NodeKind)> = Vec::new();
         h.token = page.next.clone();
         for e in entries_from_page(&prefix, &page, &mut h.seen) {
             let Some(name) = e.name.to_str() else { continue };
@@ -111,12 +113,14 @@ impl S3Filesystem {
                 .child(h.ino, &e.name)
                 .map(|n| n.ino)
                 .unwrap_or_else(|| synthetic_ino(&path));
+            listed.push((e.name.clone(), e.kind));
             h.entries.push(DirEntry {
                 ino,
                 kind: e.kind,
                 name: e.name,
             });
         }
+        self.remember_listing(h.ino, &h.path, first_page, &listed);
         if h.token.is_none() {
             h.done = true;
             for (name, ino, kind) in self.table.local_children(h.ino) {

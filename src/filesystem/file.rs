@@ -14,9 +14,9 @@ use bytes::Bytes;
 
 use super::{lock, Caller, Errno, FsResult, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
-use crate::fileio::{upload, ObjectReader, Staging};
+use crate::fileio::{upload, ObjectReader, Staging, StreamingUpload};
 use crate::namespace::names::check_name;
-use crate::store::PutOptions;
+use crate::store::{PutOptions, StoreError};
 
 /// Write state of one inode, shared by its open handles.
 #[derive(Debug, Default)]
@@ -25,6 +25,11 @@ pub struct FileData {
     pub staging: Option<Staging>,
     /// The staged content is not in the bucket yet.
     pub dirty: bool,
+    /// Every write since the content was emptied (create, `O_TRUNC`) appended at the end: the
+    /// file may be uploaded while it is written.
+    pub sequential: bool,
+    /// The multipart upload fed while the file is written, if one is running.
+    pub stream: Option<StreamingUpload>,
 }
 
 /// One open file handle.
@@ -187,6 +192,7 @@ impl S3Filesystem {
             let mut d = data.lock().await;
             d.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
             d.dirty = true;
+            d.sequential = true;
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.register_handle(ino, writable);
@@ -194,9 +200,10 @@ impl S3Filesystem {
         Ok((self.stat_of(&self.node(ino)?), fh))
     }
 
-    /// `open`: a handle for reading and/or writing. Opening for writing stages the current
-    /// content (none with `O_TRUNC`) so writes may land at any offset.
-    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    /// `open`: a handle for reading and/or writing, and whether the kernel may keep the pages
+    /// it cached for this file (the object is unchanged since the last open). Opening for
+    /// writing stages the current content (none with `O_TRUNC`) so writes may land anywhere.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
         let node = self.node(ino)?;
         if node.state.attr.kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
@@ -209,10 +216,12 @@ impl S3Filesystem {
         if writable {
             let mut d = data.lock().await;
             let staged = if flags & libc::O_TRUNC != 0 {
+                self.abort_stream(&mut d).await;
                 Staging::from_vec(Vec::new(), &self.cfg.staging)
                     .map(|s| {
                         d.staging = Some(s);
                         d.dirty = true;
+                        d.sequential = true;
                         self.set_size(ino, 0);
                     })
                     .map_err(Errno::from)
@@ -225,7 +234,14 @@ impl S3Filesystem {
                 return Err(e);
             }
         }
-        Ok(self.register_handle(ino, writable))
+        let etag = node.state.etag.clone();
+        let keep_cache = etag.is_some()
+            && self
+                .table
+                .update(ino, |n| std::mem::replace(&mut n.page_cache_etag, etag.clone()))
+                .flatten()
+                == etag;
+        Ok((self.register_handle(ino, writable), keep_cache && !writable))
     }
 
     fn set_size(&self, ino: u64, size: u64) {
@@ -277,12 +293,92 @@ impl S3Filesystem {
         let data = self.files_entry(ino).ok_or(Errno::EBADF)?;
         let mut d = data.lock().await;
         self.ensure_staged(ino, &mut d).await?;
+        let appending = d.staging.as_ref().is_some_and(|s| s.len() == offset);
+        if !appending {
+            // A write before the end: parts already sent may be stale, so the file will be
+            // uploaded whole at close.
+            d.sequential = false;
+            self.abort_stream(&mut d).await;
+        }
         let staging = d.staging.as_mut().ok_or(Errno::EIO)?;
         staging.write_at(&self.cfg.staging, offset, bytes)?;
         let len = staging.len();
         d.dirty = true;
         self.set_size(ino, len);
+        if d.sequential {
+            self.feed_stream(ino, &mut d).await;
+        }
         Ok(bytes.len() as u32)
+    }
+
+    /// Sends the parts a sequential writer has filled; starts the upload once the file is
+    /// clearly large (two parts). A failure only stops streaming: the close uploads the file
+    /// whole and reports any error then.
+    async fn feed_stream(&self, ino: u64, d: &mut FileData) {
+        let Some(len) = d.staging.as_ref().map(Staging::len) else {
+            return;
+        };
+        if d.stream.is_none() && len >= 2 * self.cfg.part_size {
+            let Ok(node) = self.node(ino) else { return };
+            let Some(path) = self.table.path_of(ino) else {
+                return;
+            };
+            let put = self.put_options(&node, &path, len, None);
+            match StreamingUpload::start(
+                &self.store,
+                &self.key_for_path(&path),
+                put,
+                self.cfg.part_size,
+                self.cfg.parallel,
+            )
+            .await
+            {
+                Ok(s) => d.stream = Some(s),
+                Err(e) => {
+                    tracing::warn!("cannot start the upload of {path} while it is written ({e}); it is uploaded at close");
+                    d.sequential = false;
+                    return;
+                }
+            }
+        }
+        let result = match (d.stream.as_mut(), d.staging.as_ref()) {
+            (Some(stream), Some(staging)) => stream.send_full_parts(&self.store, staging).await,
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!("a part upload failed ({e}); the file is uploaded whole at close");
+            d.sequential = false;
+            self.abort_stream(d).await;
+        }
+    }
+
+    /// Abandons a running streamed upload (its parts are aborted).
+    pub(super) async fn abort_stream(&self, d: &mut FileData) {
+        if let Some(stream) = d.stream.take() {
+            stream.abort(&self.store).await;
+        }
+    }
+
+    /// Headers for uploading the node's staged content of `size` bytes as `path`.
+    fn put_options(
+        &self,
+        node: &crate::namespace::Node,
+        path: &str,
+        size: u64,
+        content_type: Option<String>,
+    ) -> PutOptions {
+        let mut meta = node.state.foreign_meta.clone();
+        let mut attrs = node.state.attr;
+        attrs.size = size;
+        meta.extend(attr::posix_metadata(&attrs));
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let content_type = content_type
+            .or_else(|| node.state.content_type.clone())
+            .unwrap_or_else(|| self.mime.for_name(name).to_string());
+        PutOptions {
+            content_type,
+            metadata: meta,
+        }
     }
 
     /// Truncates (or extends) a file; a file nobody has open is uploaded at once.
@@ -290,6 +386,8 @@ impl S3Filesystem {
         let data = self.acquire_file_data(ino);
         let changed = async {
             let mut d = data.lock().await;
+            self.abort_stream(&mut d).await;
+            d.sequential = size == 0;
             if size == 0 {
                 d.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
             } else {
@@ -345,32 +443,60 @@ impl S3Filesystem {
         content_type: Option<String>,
     ) -> FsResult<()> {
         let node = self.node(ino)?;
+        if d.staging.is_none() {
+            return Ok(());
+        }
+        let key = self.key_for_path(path);
+        let size = d.staging.as_ref().map_or(0, Staging::len);
+        let put = self.put_options(&node, path, size, content_type);
+        let mut result = None;
+        if let Some(stream) = d.stream.take() {
+            if stream.key() == key {
+                let sent = stream.sent.clone();
+                let streamed = match d.staging.as_ref() {
+                    Some(staging) => stream.finish(&self.store, staging).await,
+                    None => Err(StoreError::local(
+                        "CompleteMultipartUpload",
+                        &key,
+                        "staging vanished",
+                    )),
+                };
+                match streamed {
+                    Ok(etag) if sent.metadata == put.metadata && sent.content_type == put.content_type => {
+                        result = Some(Ok(etag))
+                    }
+                    // The attributes changed while the file was written (its mtime, at least):
+                    // store the final ones on the object.
+                    Ok(etag) if size <= crate::store::MAX_SINGLE_COPY => {
+                        result = Some(self.store.replace_metadata(&key, &put, etag.as_deref()).await)
+                    }
+                    Ok(etag) => result = Some(Ok(etag)),
+                    Err(e) => tracing::warn!(
+                        "finishing the streamed upload of {key} failed ({e}); uploading it whole"
+                    ),
+                }
+            } else {
+                stream.abort(&self.store).await;
+            }
+        }
+        d.sequential = false;
         let Some(staging) = d.staging.as_ref() else {
             return Ok(());
         };
-        let key = self.key_for_path(path);
-        let size = staging.len();
-        let mut meta = node.state.foreign_meta.clone();
-        let mut attrs = node.state.attr;
-        attrs.size = size;
-        meta.extend(attr::posix_metadata(&attrs));
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let content_type = content_type
-            .or_else(|| node.state.content_type.clone())
-            .unwrap_or_else(|| self.mime.for_name(name).to_string());
-        let put = PutOptions {
-            content_type,
-            metadata: meta,
+        let result = match result {
+            Some(r) => r,
+            None => {
+                upload(
+                    &self.store,
+                    &key,
+                    staging,
+                    &put,
+                    self.cfg.part_size,
+                    self.cfg.parallel,
+                )
+                .await
+            }
         };
-        let result = upload(
-            &self.store,
-            &key,
-            staging,
-            &put,
-            self.cfg.part_size,
-            self.cfg.parallel,
-        )
-        .await;
         match result {
             Ok(etag) => {
                 d.dirty = false;
@@ -438,6 +564,8 @@ impl S3Filesystem {
             Some(data) => {
                 let mut d = data.lock().await;
                 self.ensure_staged(node.ino, &mut d).await?;
+                self.abort_stream(&mut d).await;
+                d.sequential = false;
                 Some(d)
             }
             None => None,

@@ -9,6 +9,7 @@
 
 mod dir;
 mod file;
+mod prefetch;
 mod rename;
 mod special;
 mod xattr;
@@ -22,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use crate::attr::{self, Attributes, NodeKind, Presentation};
 use crate::fileio::{MimeTypes, StagingConfig};
 use crate::namespace::names::{check_name, NameError};
-use crate::namespace::resolve::{implicit_dir_state, resolve_key, state_from_head};
+use crate::namespace::resolve::{implicit_dir_state, state_from_head};
 use crate::namespace::{InodeTable, Node, StatCache, ROOT_INO};
 use crate::options::{HardlinkErrno, MountOptions, MountSource};
 use crate::store::{ObjectStore, PutOptions, StoreError};
@@ -185,6 +186,14 @@ pub struct S3Filesystem {
     next_fh: AtomicU64,
     /// Content types by extension, for new objects.
     mime: MimeTypes,
+    /// Recent directory listings, for metadata prefetch.
+    listings: Mutex<prefetch::ListingMemory>,
+    /// Paths being resolved, shared by lookups and prefetches.
+    resolving: prefetch::InFlight,
+    /// Bounds the prefetch requests in flight.
+    prefetch_permits: Arc<tokio::sync::Semaphore>,
+    /// This filesystem, for tasks that outlive a request.
+    me: std::sync::Weak<S3Filesystem>,
     /// Paths seen in listings only as s3fs `name_$folder$` markers.
     legacy_dirs: Mutex<std::collections::HashSet<String>>,
 }
@@ -205,7 +214,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl S3Filesystem {
     /// A filesystem over `store` rooted at `source.prefix`, presenting objects as `opts` say.
-    pub fn new(store: Arc<ObjectStore>, source: &MountSource, opts: &MountOptions, mime: MimeTypes) -> Self {
+    pub fn new(
+        store: Arc<ObjectStore>,
+        source: &MountSource,
+        opts: &MountOptions,
+        mime: MimeTypes,
+    ) -> Arc<Self> {
         // SAFETY: geteuid/getegid have no preconditions.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let root_perm = if opts.allow_other {
@@ -237,7 +251,7 @@ impl S3Filesystem {
             ttl: opts.stat_cache_expire,
             hardlink_errno: opts.hardlink_errno,
         };
-        Self {
+        Arc::new_cyclic(|me| Self {
             store,
             prefix: source.prefix.clone(),
             table: InodeTable::new(root),
@@ -255,7 +269,11 @@ impl S3Filesystem {
             next_fh: AtomicU64::new(1),
             legacy_dirs: Mutex::new(Default::default()),
             mime,
-        }
+            listings: Mutex::new(Default::default()),
+            resolving: Mutex::new(Default::default()),
+            prefetch_permits: Arc::new(tokio::sync::Semaphore::new(prefetch::PREFETCH_PARALLEL)),
+            me: me.clone(),
+        })
     }
 
     /// How long the kernel may cache entries and attributes.
@@ -353,34 +371,13 @@ impl S3Filesystem {
             crate::metrics::global().negative_cache_hit();
             return Err(Errno::ENOENT);
         }
-        crate::metrics::global().lookup_miss();
-        let mut resolved = resolve_key(
-            &self.store,
-            &self.pres,
-            &self.key_for_path(&path),
-            self.mount_time,
-        )
-        .await?;
-        if resolved.is_none() && lock(&self.legacy_dirs).contains(&path) {
-            let marker = format!(
-                "{}{}",
-                self.key_for_path(&path),
-                crate::namespace::names::FOLDER_SUFFIX
-            );
-            if self.store.head(&marker).await?.is_some() {
-                let mut state = implicit_dir_state(&self.pres, self.mount_time);
-                state.dir_marker = Some(marker);
-                resolved = Some(state);
-            }
-        }
+        let resolved = self.resolve_child(parent, name, &path).await?;
         match resolved {
             Some(state) => {
-                self.cache.put(&path, state.clone());
                 let ino = self.table.upsert_child(parent, name, state, false);
                 self.node(ino)
             }
             None => {
-                self.cache.put_absent(&path);
                 if let Some(stale) = self.table.child(parent, name) {
                     if !stale.local_only && stale.opens == 0 {
                         self.table.unlink_child(parent, name);

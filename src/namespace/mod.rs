@@ -63,6 +63,8 @@ pub struct Node {
     pub opens: u32,
     /// Nodes whose parent this is.
     pub children: u32,
+    /// ETag of the object version whose data the kernel's page cache holds (set at each open).
+    pub page_cache_etag: Option<String>,
 }
 
 #[derive(Debug)]
@@ -95,6 +97,7 @@ impl InodeTable {
                 lookups: 1,
                 opens: 0,
                 children: 0,
+                page_cache_etag: None,
             },
         );
         Self {
@@ -180,6 +183,7 @@ impl InodeTable {
                 lookups: 0,
                 opens: 0,
                 children: 0,
+                page_cache_etag: None,
             },
         );
         inner.names.insert(key, ino);
