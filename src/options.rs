@@ -174,6 +174,8 @@ pub struct MountOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Extra PEM certificates to trust besides the system roots (`ca_bundle=`).
     pub ca_bundle: Option<PathBuf>,
+    /// Memory for read-ahead shared by all open files (`max_memory=` MiB).
+    pub max_memory: u64,
 }
 
 impl Default for MountOptions {
@@ -213,6 +215,7 @@ impl Default for MountOptions {
             mime_file: PathBuf::from("/etc/mime.types"),
             metrics_addr: None,
             ca_bundle: None,
+            max_memory: 128 * 1024 * 1024,
         }
     }
 }
@@ -257,6 +260,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "disable_noobj_cache", value: "", help: "do not cache the absence of a name (negative cache is on by default)" },
     OptionDoc { name: "listobjectsv1", value: "", help: "list with ListObjects v1 instead of ListObjectsV2" },
     OptionDoc { name: "cache_dir", value: "DIR", help: "where files being written are staged once past max_dirty_memory (default: system temp dir)" },
+    OptionDoc { name: "max_memory", value: "MIB", help: "memory for read-ahead shared by all open files (default 128)" },
     OptionDoc { name: "max_dirty_memory", value: "MIB", help: "bytes of one file staged in memory before spilling to cache_dir (default 8)" },
     OptionDoc { name: "multipart_size", value: "MIB", help: "part size of multipart uploads (default 10, min 5)" },
     OptionDoc { name: "parallel_count", value: "N", help: "parts uploaded at once per file (default 5)" },
@@ -436,6 +440,15 @@ impl MountOptions {
                     )));
                 }
                 self.parallel_count = n as usize;
+            }
+            "max_memory" => {
+                let mib = parse_u64(name, require_value(name, value)?)?;
+                if mib < 16 {
+                    return Err(OptionError::new(format!(
+                        "option 'max_memory={mib}': use at least 16 (MiB)"
+                    )));
+                }
+                self.max_memory = mib * 1024 * 1024;
             }
             "max_dirty_memory" => {
                 let mib = parse_u64(name, require_value(name, value)?)?;

@@ -11,6 +11,6 @@ mod staging;
 mod upload;
 
 pub use mime::MimeTypes;
-pub use read::ObjectReader;
+pub use read::{ObjectReader, ReadBudget};
 pub use staging::{Staging, StagingConfig};
 pub use upload::{upload, StreamingUpload};

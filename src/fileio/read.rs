@@ -4,6 +4,9 @@
 //! object transfers about 4 KiB. When the next read starts where the previous one ended, the
 //! reader switches to prefetching: chunks of growing size (256 KiB doubling to 8 MiB) are
 //! fetched ahead, several at once. A read elsewhere cancels the prefetch and starts over.
+//! Every prefetched chunk holds its size in the mount-wide [`ReadBudget`] until it has been
+//! read, so many readers share `max_memory=` instead of each taking its full window; a reader
+//! whose next chunk does not fit waits for the chunks it already has.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,11 +22,31 @@ const MAX_CHUNK: u64 = 8 * 1024 * 1024;
 struct Chunk {
     start: u64,
     task: JoinHandle<Result<Bytes, StoreError>>,
+    /// Budget held until the chunk has been consumed.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Memory for read-ahead shared by every open file (counted in KiB).
+#[derive(Debug, Clone)]
+pub struct ReadBudget(Arc<tokio::sync::Semaphore>);
+
+impl ReadBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> Self {
+        let kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
+        Self(Arc::new(tokio::sync::Semaphore::new(kib)))
+    }
+
+    fn try_take(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = bytes.div_ceil(1024).min(u32::MAX as u64) as u32;
+        self.0.clone().try_acquire_many_owned(kib).ok()
+    }
 }
 
 /// Read state of one open handle on one object version.
 pub struct ObjectReader {
     store: Arc<ObjectStore>,
+    budget: ReadBudget,
     key: String,
     size: u64,
     max_inflight: usize,
@@ -49,9 +72,16 @@ impl std::fmt::Debug for ObjectReader {
 
 impl ObjectReader {
     /// A reader of `key`, `size` bytes long.
-    pub fn new(store: Arc<ObjectStore>, key: String, size: u64, max_inflight: usize) -> Self {
+    pub fn new(
+        store: Arc<ObjectStore>,
+        budget: ReadBudget,
+        key: String,
+        size: u64,
+        max_inflight: usize,
+    ) -> Self {
         Self {
             store,
+            budget,
             key,
             size,
             max_inflight: max_inflight.clamp(1, 8),
@@ -76,9 +106,18 @@ impl ObjectReader {
         while self.queue.len() < self.max_inflight && self.next_fetch < self.size {
             let start = self.next_fetch;
             let end = self.size.min(start + self.chunk);
+            // Beyond the chunk the reader needs next, read-ahead must fit in the shared budget.
+            let budget = self.budget.try_take(end - start);
+            if budget.is_none() && !self.queue.is_empty() {
+                break;
+            }
             let (store, key) = (self.store.clone(), self.key.clone());
             let task = tokio::spawn(async move { store.get_range(&key, start, end).await });
-            self.queue.push_back(Chunk { start, task });
+            self.queue.push_back(Chunk {
+                start,
+                task,
+                _budget: budget,
+            });
             self.next_fetch = end;
             self.chunk = (self.chunk * 2).min(MAX_CHUNK);
         }

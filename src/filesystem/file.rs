@@ -272,6 +272,7 @@ impl S3Filesystem {
             let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
             *reader = Some(ObjectReader::new(
                 self.store.clone(),
+                self.read_budget.clone(),
                 self.key_for_path(&path),
                 node.state.attr.size,
                 self.cfg.parallel,

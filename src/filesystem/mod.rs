@@ -190,6 +190,8 @@ pub struct S3Filesystem {
     listings: Mutex<prefetch::ListingMemory>,
     /// Paths being resolved, shared by lookups and prefetches.
     resolving: prefetch::InFlight,
+    /// Read-ahead memory shared by all open files.
+    read_budget: crate::fileio::ReadBudget,
     /// Bounds the prefetch requests in flight.
     prefetch_permits: Arc<tokio::sync::Semaphore>,
     /// This filesystem, for tasks that outlive a request.
@@ -273,6 +275,7 @@ impl S3Filesystem {
             resolving: Mutex::new(Default::default()),
             prefetch_permits: Arc::new(tokio::sync::Semaphore::new(prefetch::PREFETCH_PARALLEL)),
             me: me.clone(),
+            read_budget: crate::fileio::ReadBudget::new(opts.max_memory),
         })
     }
 

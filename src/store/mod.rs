@@ -447,10 +447,23 @@ impl ObjectStore {
                 return Err(e);
             }
         };
-        let data = out.body.collect().await.map_err(|e| {
-            StoreError::local("GetObject", key, format!("reading the response body failed: {e}"))
-        })?;
-        Ok(data.into_bytes())
+        // Into one buffer of the expected size: no second copy of large ranges.
+        let mut buf = bytes::BytesMut::with_capacity((end - start).min(64 * 1024 * 1024) as usize);
+        let mut body = out.body;
+        loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(StoreError::local(
+                        "GetObject",
+                        key,
+                        format!("reading the response body failed: {e}"),
+                    ))
+                }
+            }
+        }
+        Ok(buf.freeze())
     }
 
     /// PUT of a whole object; returns its ETag.
