@@ -136,6 +136,14 @@ fn time_of(t: Option<TimeOrNow>) -> Option<SystemTime> {
     })
 }
 
+fn xattr_reply(reply: ReplyXattr, result: FsResult<XattrReply>) {
+    match result {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(Errno::from_i32(e.0)),
+    }
+}
+
 fn entry(reply: ReplyEntry, s: Stat, fs: &S3Filesystem) {
     reply.entry(&fs.ttl(), &file_attr(&s), Generation(0));
 }
@@ -331,19 +339,11 @@ impl Filesystem for FuseAdapter {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         // In memory: answered inline (the kernel asks for security.capability on writes).
-        match self.fs.getxattr(ino.0, name, size) {
-            Ok(XattrReply::Size(n)) => reply.size(n),
-            Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => reply.error(Errno::from_i32(e.0)),
-        }
+        xattr_reply(reply, self.fs.getxattr(ino.0, name, size));
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0, size) {
-            Ok(XattrReply::Size(n)) => reply.size(n),
-            Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => reply.error(Errno::from_i32(e.0)),
-        }
+        xattr_reply(reply, self.fs.listxattr(ino.0, size));
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
