@@ -79,6 +79,35 @@ pub fn mounted_at(path: &Path) -> Option<(String, String)> {
     found
 }
 
+/// True if the filesystem mounted at `path` answers statfs (a dead FUSE daemon does not).
+fn answers(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return true;
+    };
+    // SAFETY: statfs into a zeroed struct on a valid path.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0
+    }
+}
+
+/// Makes sure `cache_dir` is an existing directory that can hold staging files.
+pub fn check_cache_dir(opts: &MountOptions) -> Result<(), String> {
+    let Some(dir) = &opts.cache_dir else { return Ok(()) };
+    if !dir.is_dir() {
+        return Err(format!(
+            "cache_dir {} is not an existing directory: create it (mkdir -p) or choose another",
+            dir.display()
+        ));
+    }
+    tempfile::tempfile_in(dir).map(drop).map_err(|e| {
+        format!(
+            "cache_dir {} cannot hold staging files: {e} (give a writable directory)",
+            dir.display()
+        )
+    })
+}
+
 /// Checks the mountpoint: exists, is a directory, is not a dead or live mount already.
 /// Returns its canonical path.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
@@ -109,6 +138,15 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
     let canonical =
         std::fs::canonicalize(path).map_err(|e| format!("mountpoint {shown} cannot be resolved: {e}"))?;
     if let Some((fstype, source)) = mounted_at(&canonical) {
+        if fstype.starts_with("fuse") && !answers(&canonical) {
+            return Err(format!(
+                "mountpoint {} is a {fstype} mount whose daemon is gone (transport endpoint is not \
+                 connected): run 'fusermount3 -u {}' (or 'umount -l {}') and mount again",
+                canonical.display(),
+                canonical.display(),
+                canonical.display()
+            ));
+        }
         return Err(format!(
             "mountpoint {} is already mounted ({fstype} from {source}): unmount it first ('umount {}') or choose another directory",
             canonical.display(),
@@ -387,6 +425,10 @@ pub fn run(req: MountRequest) -> i32 {
         },
     };
     let handed_fd = handed_fd.and_then(Result::ok);
+    if let Err(msg) = check_cache_dir(&req.options) {
+        readiness.fail(&msg);
+        return 1;
+    }
     if !req.foreground && !readiness.is_daemon() {
         return spawn_daemon();
     }
@@ -457,6 +499,18 @@ pub fn run(req: MountRequest) -> i32 {
             Arc::new(move || fs_for_metrics.gauges()),
         ));
     }
+    {
+        // Aborts that failed (server unreachable) are retried until the parts are gone.
+        let store = store.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if store.pending_abort_count() > 0 {
+                    store.retry_aborts().await;
+                }
+            }
+        });
+    }
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 
     let mut config = Config::default();
@@ -519,6 +573,7 @@ pub fn run(req: MountRequest) -> i32 {
     }
 
     let fs_for_signals = fs.clone();
+    let store_for_shutdown = store.clone();
     let mountpoint_for_signals = mountpoint.clone();
     let code = rt.block_on(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -582,6 +637,12 @@ pub fn run(req: MountRequest) -> i32 {
             }
         };
         let failed = fs_for_signals.flush_all().await;
+        let leftover = store_for_shutdown.retry_aborts().await;
+        if leftover > 0 {
+            tracing::error!(
+                "{leftover} abandoned multipart upload(s) could not be aborted; remove them with 'rossfs BUCKET --abort-uploads 0'"
+            );
+        }
         if failed > 0 {
             tracing::error!("{failed} file(s) with unsaved data could not be uploaded");
             return 1;

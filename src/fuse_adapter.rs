@@ -58,6 +58,7 @@ impl FuseAdapter {
     {
         let fs = self.fs.clone();
         let start = Instant::now();
+        tracing::trace!(op = name, pid = req.pid(), "FUSE request");
         self.rt.spawn(CALLER_PID.scope(req.pid(), async move {
             let result = op(fs.clone()).await;
             metrics::global().fuse_op(name, start.elapsed(), result.is_err());
@@ -126,6 +127,7 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -384,11 +386,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let pid = req.pid();
         self.spawn(
             req,
             "open",
             reply,
-            move |fs| async move { fs.open(ino.0, flags.0).await },
+            move |fs| async move { fs.open(ino.0, flags.0, pid).await },
             |r, (fh, keep_cache), _| {
                 let flags = if keep_cache {
                     FopenFlags::FOPEN_KEEP_CACHE
@@ -443,11 +446,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let pid = req.pid();
         self.spawn(
             req,
             "flush",
             reply,
-            move |fs| async move { fs.flush(fh.0).await },
+            move |fs| async move { fs.flush(fh.0, pid).await },
             |r, (), _| r.ok(),
         );
     }

@@ -366,6 +366,13 @@ impl MountOptions {
         match name {
             "url" | "endpoint" => {
                 let v = require_value(name, value)?;
+                let host = v.strip_prefix("http://").or_else(|| v.strip_prefix("https://"));
+                if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
+                    return Err(OptionError::new(format!(
+                        "option '{name}={v}' is not an http:// or https:// URL; \
+                         write e.g. -o url=https://s3.amazonaws.com"
+                    )));
+                }
                 self.endpoint = Some(v.trim_end_matches('/').to_string());
             }
             "region" => self.region = Some(require_value(name, value)?.to_string()),
@@ -517,7 +524,7 @@ impl MountOptions {
             "use_sse" => match value {
                 None | Some("1") | Some("custom") => self.use_sse = true,
                 Some(v) => match v.strip_prefix("kmsid:") {
-                    Some(id) if !id.is_empty() => self.sse_kms_key_id = Some(id.to_string()),
+                    Some(id) if !id.is_empty() => self.set_kms_key(&format!("use_sse={v}"), id)?,
                     _ => {
                         return Err(OptionError::new(format!(
                             "option 'use_sse={v}': write use_sse (SSE-S3) or use_sse=kmsid:KEY_ID (SSE-KMS)"
@@ -525,7 +532,10 @@ impl MountOptions {
                     }
                 },
             },
-            "sse_kms_key_id" => self.sse_kms_key_id = Some(require_value(name, value)?.to_string()),
+            "sse_kms_key_id" => {
+                let v = require_value(name, value)?;
+                self.set_kms_key(&format!("sse_kms_key_id={v}"), v)?;
+            }
             "mime" => self.mime_file = PathBuf::from(require_value(name, value)?),
             "ca_bundle" => self.ca_bundle = Some(PathBuf::from(require_value(name, value)?)),
             "no_check_certificate" | "ssl_verify_hostname" => {
@@ -559,20 +569,23 @@ impl MountOptions {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), OptionError> {
-        if let Some(url) = &self.endpoint {
-            let rest = url
-                .strip_prefix("http://")
-                .or_else(|| url.strip_prefix("https://"));
-            match rest {
-                Some(host) if !host.is_empty() && !host.starts_with('/') => {}
-                _ => {
-                    return Err(OptionError::new(format!(
-                        "option 'url={url}' is not an http:// or https:// URL; \
-                         write e.g. -o url=https://s3.amazonaws.com"
-                    )))
-                }
+    fn set_kms_key(&mut self, given_as: &str, id: &str) -> Result<(), OptionError> {
+        match &self.sse_kms_key_id {
+            Some(old) if old != id => Err(OptionError::new(format!(
+                "option '{given_as}' names a different SSE-KMS key than an earlier option ('{old}'); give one key"
+            ))),
+            _ => {
+                self.sse_kms_key_id = Some(id.to_string());
+                Ok(())
             }
+        }
+    }
+
+    fn validate(&self) -> Result<(), OptionError> {
+        if self.use_sse && self.sse_kms_key_id.is_some() {
+            return Err(OptionError::new(
+                "options 'use_sse' (SSE-S3) and an SSE-KMS key (use_sse=kmsid: or sse_kms_key_id=) conflict: choose one",
+            ));
         }
         if self.memory_staging_limit > 0 && self.memory_staging_limit < 64 * 1024 {
             return Err(OptionError::new(

@@ -62,12 +62,7 @@ pub async fn upload(
 }
 
 async fn abort(store: &ObjectStore, key: &str, upload_id: &str) {
-    if let Err(e) = store.abort_multipart(key, upload_id).await {
-        tracing::error!(
-            "could not abort the failed multipart upload of {key} (id {upload_id}): {e}; \
-                         run 'rossfs --abort-uploads' to remove its parts"
-        );
-    }
+    store.abort_or_queue(key, upload_id).await;
 }
 
 /// A multipart upload fed while the file is still being written sequentially: each part is

@@ -39,6 +39,8 @@ pub struct FileHandle {
     pub ino: u64,
     /// Opened for writing.
     pub writable: bool,
+    /// The process (thread group) that opened it.
+    pub opener: u32,
     /// Range reader, created on the first read from the bucket.
     pub reader: tokio::sync::Mutex<Option<ObjectReader>>,
 }
@@ -107,11 +109,12 @@ impl S3Filesystem {
         lock(&self.file_handles).get(&fh).cloned().ok_or(Errno::EBADF)
     }
 
-    fn register_handle(&self, ino: u64, writable: bool) -> u64 {
+    fn register_handle(&self, ino: u64, writable: bool, opener: u32) -> u64 {
         let fh = self.new_fh();
         let handle = Arc::new(FileHandle {
             ino,
             writable,
+            opener: process_of(opener),
             reader: tokio::sync::Mutex::new(None),
         });
         lock(&self.file_handles).insert(fh, handle);
@@ -195,7 +198,7 @@ impl S3Filesystem {
             d.sequential = true;
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let fh = self.register_handle(ino, writable);
+        let fh = self.register_handle(ino, writable, caller.pid);
         self.touch_dir(parent);
         Ok((self.stat_of(&self.node(ino)?), fh))
     }
@@ -203,7 +206,7 @@ impl S3Filesystem {
     /// `open`: a handle for reading and/or writing, and whether the kernel may keep the pages
     /// it cached for this file (the object is unchanged since the last open). Opening for
     /// writing stages the current content (none with `O_TRUNC`) so writes may land anywhere.
-    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
+    pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<(u64, bool)> {
         let node = self.node(ino)?;
         if node.state.attr.kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
@@ -241,7 +244,7 @@ impl S3Filesystem {
                 .update(ino, |n| std::mem::replace(&mut n.page_cache_etag, etag.clone()))
                 .flatten()
                 == etag;
-        Ok((self.register_handle(ino, writable), keep_cache && !writable))
+        Ok((self.register_handle(ino, writable, pid), keep_cache && !writable))
     }
 
     fn set_size(&self, ino: u64, size: u64) {
@@ -521,10 +524,23 @@ impl S3Filesystem {
         }
     }
 
-    /// `flush` (every close of a file descriptor): uploads changed data.
-    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+    /// `flush` (every close of a file descriptor): uploads changed data when the process that
+    /// opened the file closes it. A flush from another process is a descriptor it inherited
+    /// being closed, most often by exec in a child the writer forked: uploading then would
+    /// publish a half-written file, so that data goes up at the writer's own close or at the
+    /// final release.
+    pub async fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
         let handle = self.handle(fh)?;
         if !handle.writable {
+            return Ok(());
+        }
+        if process_of(pid) != handle.opener {
+            tracing::trace!(
+                fh,
+                pid,
+                opener = handle.opener,
+                "flush by another process: upload deferred"
+            );
             return Ok(());
         }
         self.flush_inode(handle.ino).await
@@ -580,6 +596,17 @@ impl S3Filesystem {
         self.touch_dir(parent);
         Ok(())
     }
+}
+
+/// The thread group (process) of a thread id, as FUSE requests carry thread ids.
+fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(tid)
 }
 
 /// Upload failures are EIO unless a more precise errno applies (denied, timed out, too big).

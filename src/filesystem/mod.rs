@@ -131,6 +131,8 @@ pub struct Caller {
     pub uid: u32,
     /// Effective gid.
     pub gid: u32,
+    /// The calling thread's id.
+    pub pid: u32,
 }
 
 /// Settings of the core taken from the mount options.

@@ -26,6 +26,12 @@ pub enum PasswdFileError {
         /// The OS error.
         reason: String,
     },
+    /// Not a regular file.
+    #[error("passwd_file {path} is a directory or special file, not a regular file: give the file that holds ACCESS_KEY:SECRET")]
+    NotAFile {
+        /// The path.
+        path: String,
+    },
     /// Group or others may read it.
     #[error("passwd_file {path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}")]
     TooOpen {
@@ -98,6 +104,9 @@ pub fn load_passwd_file(path: &Path, bucket: &str) -> Result<((String, String), 
         path: shown.clone(),
         reason: e.to_string(),
     })?;
+    if !meta.is_file() {
+        return Err(PasswdFileError::NotAFile { path: shown });
+    }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(PasswdFileError::TooOpen { path: shown, mode });

@@ -87,6 +87,31 @@ pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Part size of multipart copies.
 const COPY_PART: u64 = 512 * 1024 * 1024;
 
+/// Decodes listing keys when the server URL-encoded them.
+struct KeyDecoder(bool);
+
+impl KeyDecoder {
+    fn key(&self, k: &str) -> String {
+        if self.0 {
+            percent_encoding::percent_decode_str(k)
+                .decode_utf8_lossy()
+                .into_owned()
+        } else {
+            k.to_string()
+        }
+    }
+
+    fn object(&self, o: &aws_sdk_s3::types::Object) -> Option<ObjectInfo> {
+        Some(ObjectInfo {
+            key: self.key(o.key()?),
+            size: o.size().unwrap_or(0).max(0) as u64,
+            etag: o.e_tag().map(str::to_string),
+            last_modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
+            ..Default::default()
+        })
+    }
+}
+
 /// The bucket, seen through the S3 API.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
@@ -96,6 +121,8 @@ pub struct ObjectStore {
     list_v1: bool,
     storage_class: Option<aws_sdk_s3::types::StorageClass>,
     encryption: Option<Encryption>,
+    /// Multipart uploads whose abort failed: (key, upload id), retried until they go.
+    pending_aborts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 /// An HTTPS client that trusts the system roots plus the PEM certificates in `path`.
@@ -217,6 +244,7 @@ impl ObjectStore {
                 (None, true) => Some(Encryption::S3Managed),
                 (None, false) => None,
             },
+            pending_aborts: Default::default(),
         })
     }
 
@@ -311,7 +339,9 @@ impl ObjectStore {
         }
     }
 
-    /// One page of the listing of `prefix`, grouped by `/` when `delimited`.
+    /// One page of the listing of `prefix`, grouped by `/` when `delimited`. Keys travel
+    /// URL-encoded (a raw key with control characters would make the XML unreadable) and are
+    /// decoded here when the server says it encoded them.
     pub async fn list(
         &self,
         prefix: &str,
@@ -322,48 +352,30 @@ impl ObjectStore {
         if self.list_v1 {
             return self.list_v1(prefix, delimited, token, max_keys).await;
         }
-        let mut req = self
+        let out = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
-            .max_keys(max_keys);
-        if delimited {
-            req = req.delimiter("/");
-        }
-        if let Some(t) = token {
-            req = req.continuation_token(t);
-        }
-        let out = req
+            .max_keys(max_keys)
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+            .set_delimiter(delimited.then(|| "/".to_string()))
+            .set_continuation_token(token)
             .send()
             .await
             .map_err(|e| self.err(e, "ListObjectsV2", prefix))?;
-        let objects = out
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                Some(ObjectInfo {
-                    key: o.key()?.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: o.e_tag().map(str::to_string),
-                    last_modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let prefixes = out
-            .common_prefixes()
-            .iter()
-            .filter_map(|p| p.prefix().map(str::to_string))
-            .collect();
-        let next = if out.is_truncated() == Some(true) {
-            out.next_continuation_token().map(str::to_string)
-        } else {
-            None
+        let decode = KeyDecoder(out.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url));
+        let next = match out.is_truncated() {
+            Some(true) => out.next_continuation_token().map(str::to_string),
+            _ => None,
         };
         Ok(ListPage {
-            objects,
-            prefixes,
+            objects: out.contents().iter().filter_map(|o| decode.object(o)).collect(),
+            prefixes: out
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(|k| decode.key(k)))
+                .collect(),
             next,
         })
     }
@@ -375,40 +387,28 @@ impl ObjectStore {
         marker: Option<String>,
         max_keys: i32,
     ) -> Result<ListPage, StoreError> {
-        let mut req = self
+        let out = self
             .client
             .list_objects()
             .bucket(&self.bucket)
             .prefix(prefix)
-            .max_keys(max_keys);
-        if delimited {
-            req = req.delimiter("/");
-        }
-        if let Some(m) = marker {
-            req = req.marker(m);
-        }
-        let out = req.send().await.map_err(|e| self.err(e, "ListObjects", prefix))?;
-        let objects: Vec<ObjectInfo> = out
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                Some(ObjectInfo {
-                    key: o.key()?.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: o.e_tag().map(str::to_string),
-                    last_modified: o.last_modified().and_then(|t| SystemTime::try_from(*t).ok()),
-                    ..Default::default()
-                })
-            })
-            .collect();
+            .max_keys(max_keys)
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+            .set_delimiter(delimited.then(|| "/".to_string()))
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| self.err(e, "ListObjects", prefix))?;
+        let decode = KeyDecoder(out.encoding_type() == Some(&aws_sdk_s3::types::EncodingType::Url));
+        let objects: Vec<ObjectInfo> = out.contents().iter().filter_map(|o| decode.object(o)).collect();
         let prefixes: Vec<String> = out
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_string))
+            .filter_map(|p| p.prefix().map(|k| decode.key(k)))
             .collect();
         let next = if out.is_truncated() == Some(true) {
             // v1 gives NextMarker only with a delimiter; otherwise the last key is the marker.
-            out.next_marker().map(str::to_string).or_else(|| {
+            out.next_marker().map(|m| decode.key(m)).or_else(|| {
                 let last_obj = objects.last().map(|o| o.key.clone());
                 let last_pre = prefixes.last().cloned();
                 last_obj.max(last_pre)
@@ -739,6 +739,45 @@ impl ObjectStore {
                 return Ok(out);
             }
         }
+    }
+
+    /// Aborts an upload now, or queues the abort for [`Self::retry_aborts`] if the server cannot
+    /// be reached, so no parts are left behind once it is back.
+    pub async fn abort_or_queue(&self, key: &str, upload_id: &str) {
+        if let Err(e) = self.abort_multipart(key, upload_id).await {
+            tracing::warn!("could not abort the multipart upload of {key} ({e}); will retry");
+            self.pending_aborts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((key.to_string(), upload_id.to_string()));
+        }
+    }
+
+    /// Retries queued aborts; returns how many are still pending.
+    pub async fn retry_aborts(&self) -> usize {
+        let queued: Vec<(String, String)> =
+            std::mem::take(&mut *self.pending_aborts.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut left = Vec::new();
+        for (key, id) in queued {
+            match self.abort_multipart(&key, &id).await {
+                Ok(()) => tracing::info!("aborted the leftover multipart upload of {key}"),
+                Err(_) => left.push((key, id)),
+            }
+        }
+        let n = left.len();
+        self.pending_aborts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(left);
+        n
+    }
+
+    /// Number of aborts waiting for a retry.
+    pub fn pending_abort_count(&self) -> usize {
+        self.pending_aborts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Deletes a key (succeeds if it is already gone).

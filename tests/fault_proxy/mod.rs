@@ -26,7 +26,7 @@
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -337,6 +337,8 @@ struct Shared {
     seen_changed: Condvar,
     injected: AtomicU64,
     request_ids: AtomicU64,
+    /// The listening socket is open.
+    listening: AtomicBool,
 }
 
 impl Shared {
@@ -440,6 +442,7 @@ impl FaultProxy {
             seen_changed: Condvar::new(),
             injected: AtomicU64::new(0),
             request_ids: AtomicU64::new(0),
+            listening: AtomicBool::new(true),
         });
         runtime.spawn(accept_loop(listener, port, shared.clone()));
         FaultProxy {
@@ -467,7 +470,15 @@ impl FaultProxy {
     /// Removes every fault and brings the server back if it was down.
     pub fn clear(&self) {
         self.shared.faults.lock().unwrap().clear();
-        *self.shared.down_until.lock().unwrap() = None;
+        self.start_server();
+    }
+
+    /// Waits (bounded) until the listening socket is open or closed as asked.
+    fn wait_listening(&self, open: bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.listening.load(Ordering::SeqCst) != open && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// "Stops the server": refuses every connection and resets open ones until
@@ -475,11 +486,13 @@ impl FaultProxy {
     pub fn stop_server(&self) {
         self.shared
             .go_down(Instant::now() + Duration::from_secs(365 * 24 * 3600));
+        self.wait_listening(false);
     }
 
     /// "Starts the server" again.
     pub fn start_server(&self) {
         *self.shared.down_until.lock().unwrap() = None;
+        self.wait_listening(true);
     }
 
     /// True while the server is "down".
@@ -556,12 +569,16 @@ async fn accept_loop(listener: TcpListener, port: u16, shared: Arc<Shared>) {
         if shared.is_down() {
             // Closing the listening socket makes new connections fail with ECONNREFUSED.
             listener = None;
+            shared.listening.store(false, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
         let Some(l) = listener.as_ref() else {
             match bind(Some(port)).await {
-                Ok(l) => listener = Some(l),
+                Ok(l) => {
+                    listener = Some(l);
+                    shared.listening.store(true, Ordering::SeqCst);
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
             continue;
@@ -818,7 +835,8 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 }
             }
             other => {
-                let upstream = tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(&shared, &req, &head, &body)).await;
+                let upstream =
+                    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(&shared, &req, &head, &body)).await;
                 let Ok(Ok((resp_head, resp_body))) = upstream else {
                     // The real server failed us: the client sees a reset, as it would.
                     return client.reset();

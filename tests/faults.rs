@@ -1,0 +1,1271 @@
+//! Never lose data: rossfs behind a fault-injecting proxy (500, 503 SlowDown, resets, delays,
+//! cut bodies, a server that goes away), plus `kill -9` and SIGTERM of the daemon.
+//!
+//! Every operation either succeeds (after retries) or its syscall returns an error; success is
+//! never reported for data that is not stored, the bucket (read directly, not through the
+//! proxy) only ever holds the old or the new content, abandoned multipart uploads are aborted,
+//! a HEAD or LIST failure is never taken for "absent", and the same mount works again once the
+//! fault heals. `fault_matrix` prints the fault x operation table at its end.
+
+mod common;
+mod fault_proxy;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::fd::IntoRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::*;
+use fault_proxy::{Fault, FaultProxy, Match};
+
+/// Options of every mount behind the proxy: few attempts, short timeouts, 5 MiB parts.
+const FAULT_OPTS: [&str; 4] = [
+    "retries=3",
+    "connect_timeout=2",
+    "readwrite_timeout=3",
+    "multipart_size=5",
+];
+/// Longer than `readwrite_timeout=3`: one attempt times out.
+const OVER_TIMEOUT: Duration = Duration::from_secs(4);
+/// Size of the multipart-sized writes (three parts of 5, 5 and 2 MiB).
+const LARGE: usize = 12 * 1024 * 1024 + 123;
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    rt().block_on(f)
+}
+
+/// Deterministic pseudo-random bytes.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc::EIO => "EIO",
+        libc::ENOENT => "ENOENT",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EAGAIN => "EAGAIN",
+        libc::EACCES => "EACCES",
+        libc::EEXIST => "EEXIST",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EBADF => "EBADF",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::EPERM => "EPERM",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
+}
+
+/// What a syscall (or a short sequence of them) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Err(i32),
+}
+
+impl Outcome {
+    fn of<T>(r: std::io::Result<T>) -> Outcome {
+        match r {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Err(e.raw_os_error().unwrap_or(-1)),
+        }
+    }
+
+    fn of_ref<T>(r: &std::io::Result<T>) -> Outcome {
+        match r {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Err(e.raw_os_error().unwrap_or(-1)),
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Outcome::Ok => "ok".into(),
+            Outcome::Err(e) => errno_name(e),
+        }
+    }
+}
+
+/// `close(2)` of a file, with its result (where a failed upload shows).
+fn close_file(f: fs::File) -> Outcome {
+    let fd = f.into_raw_fd();
+    // SAFETY: fd is an open descriptor we own; close consumes it.
+    if unsafe { libc::close(fd) } == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    }
+}
+
+/// The fault matrix, filled by every test of this file and printed by `fault_matrix`.
+static MATRIX: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
+fn record(fault: &str, op: &str, outcome: &str) {
+    eprintln!("fault matrix: {fault:<34} | {op:<16} | {outcome}");
+    MATRIX.lock().unwrap_or_else(|p| p.into_inner()).push((
+        fault.to_string(),
+        op.to_string(),
+        outcome.to_string(),
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bucket access that bypasses the proxy
+// ---------------------------------------------------------------------------------------------
+
+async fn put(bucket: &str, key: &str, body: Vec<u8>) {
+    put_object(&s3_client().await, bucket, key, body).await
+}
+
+/// The object's content, or `None` if it does not exist.
+async fn get_opt(bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let client = s3_client().await;
+    match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Some(out.body.collect().await.expect("read body").into_bytes().to_vec()),
+        Err(e) => {
+            let text = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+            assert!(text.contains("NoSuchKey"), "GetObject {bucket}/{key}: {text}");
+            None
+        }
+    }
+}
+
+async fn mode_metadata(bucket: &str, key: &str) -> Option<u32> {
+    let client = s3_client().await;
+    let h = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)));
+    h.metadata()
+        .and_then(|m| m.get("mode"))
+        .and_then(|v| v.parse::<u32>().ok())
+}
+
+async fn pending_uploads(bucket: &str) -> Vec<String> {
+    let client = s3_client().await;
+    let out = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "ListMultipartUploads: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+    out.uploads()
+        .iter()
+        .map(|u| u.key().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Waits (polling) until no multipart upload is pending in `bucket`; returns what is left.
+fn wait_no_uploads(bucket: &str, timeout: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left = block_on(pending_uploads(bucket));
+        if left.is_empty() || start.elapsed() > timeout {
+            return left;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A mount of `bucket` whose S3 traffic goes through `proxy`.
+fn mount_via(proxy: &FaultProxy, bucket: &str, extra: &[&str]) -> FMount {
+    let dir = tempfile::TempDir::with_prefix("rossfs-faultlog-").expect("log dir");
+    let log = dir.path().join("rossfs.log");
+    let url = format!("url={}", proxy.url());
+    let logfile = format!("logfile={}", log.display());
+    let mut opts: Vec<&str> = vec![&url, &logfile];
+    opts.extend(FAULT_OPTS);
+    opts.extend(extra);
+    FMount {
+        m: Mount::mount(bucket, &opts),
+        log,
+        _dir: dir,
+    }
+}
+
+/// A mount behind the proxy, with its log file.
+struct FMount {
+    m: Mount,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for FMount {
+    type Target = Mount;
+    fn deref(&self) -> &Mount {
+        &self.m
+    }
+}
+
+impl FMount {
+    fn unmount(self) {
+        self.m.unmount()
+    }
+
+    fn log_count(&self, needle: &str) -> usize {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    }
+
+    /// Waits until `needle` occurs more than `before` times in the log; false on timeout.
+    fn wait_log(&self, needle: &str, before: usize, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log_count(needle) > before {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+fn log_tail(m: &FMount) -> String {
+    let text = fs::read_to_string(&m.log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// What the daemon logs when the last handle of a file whose upload failed goes away.
+const DISCARDED: &str = "discarding staged data";
+
+// ---------------------------------------------------------------------------------------------
+// The matrix
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Overwrite a small object (100 KiB), the fault active at close().
+    WriteSmall,
+    /// Overwrite with 12 MiB (multipart), the fault active at close().
+    WriteLarge,
+    /// fsync() under the fault, then close() after it healed.
+    FsyncThenHeal,
+    /// Read a 1 MiB object nobody looked at yet.
+    Read,
+    /// List a directory nobody listed yet.
+    List,
+    /// stat() of an existing object nobody looked at yet.
+    Stat,
+    /// chmod of a file (the metadata copy under the fault).
+    Chmod,
+}
+
+const ALL_OPS: [Op; 7] = [
+    Op::WriteSmall,
+    Op::WriteLarge,
+    Op::FsyncThenHeal,
+    Op::Read,
+    Op::List,
+    Op::Stat,
+    Op::Chmod,
+];
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::WriteSmall => "write 100K",
+            Op::WriteLarge => "write 12M (mpu)",
+            Op::FsyncThenHeal => "fsync, heal",
+            Op::Read => "read 1M",
+            Op::List => "readdir",
+            Op::Stat => "stat",
+            Op::Chmod => "chmod",
+        }
+    }
+}
+
+/// What a row requires of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Must succeed (the fault is within the retry budget or does not concern it).
+    Succeed,
+    /// Must fail with an error (never report success).
+    Fail,
+    /// Either, as long as nothing is lost or wrong.
+    Either,
+}
+
+/// How the fault is applied around an operation.
+#[derive(Clone)]
+enum Apply {
+    None,
+    Faults(Vec<Fault>),
+    ServerDown,
+}
+
+struct Row {
+    name: &'static str,
+    apply: fn() -> Apply,
+    ops: &'static [Op],
+    expect: fn(Op) -> Expect,
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            name: "none (baseline)",
+            apply: || Apply::None,
+            ops: &ALL_OPS,
+            expect: |_| Expect::Succeed,
+        },
+        Row {
+            name: "500 InternalError x2",
+            apply: || Apply::Faults(vec![Fault::error500().times(2)]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Succeed,
+        },
+        Row {
+            name: "503 SlowDown x2",
+            apply: || Apply::Faults(vec![Fault::slow_down().times(2)]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Succeed,
+        },
+        Row {
+            name: "503 SlowDown 50%",
+            apply: || Apply::Faults(vec![Fault::slow_down().fraction(0.5)]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Either,
+        },
+        Row {
+            name: "reset x1",
+            apply: || Apply::Faults(vec![Fault::reset().times(1)]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Succeed,
+        },
+        Row {
+            name: "500 InternalError always",
+            apply: || Apply::Faults(vec![Fault::error500()]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Fail,
+        },
+        Row {
+            name: "503 SlowDown always",
+            apply: || Apply::Faults(vec![Fault::slow_down()]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Fail,
+        },
+        Row {
+            name: "reset always",
+            apply: || Apply::Faults(vec![Fault::reset()]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Fail,
+        },
+        Row {
+            name: "delay 4s (> timeout 3s) x1",
+            apply: || Apply::Faults(vec![Fault::delay(OVER_TIMEOUT).times(1)]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Succeed,
+        },
+        Row {
+            name: "delay 4s always",
+            apply: || Apply::Faults(vec![Fault::delay(OVER_TIMEOUT)]),
+            ops: &[Op::WriteSmall],
+            expect: |_| Expect::Fail,
+        },
+        Row {
+            name: "cut response x1",
+            apply: || Apply::Faults(vec![Fault::cut_body().times(1)]),
+            ops: &ALL_OPS,
+            expect: |_| Expect::Either,
+        },
+        Row {
+            name: "server down (refused)",
+            apply: || Apply::ServerDown,
+            ops: &ALL_OPS,
+            expect: |_| Expect::Fail,
+        },
+        Row {
+            name: "500 on UploadPart always",
+            apply: || Apply::Faults(vec![Fault::error500().on(Match::upload_part())]),
+            ops: &ALL_OPS,
+            expect: |op| match op {
+                Op::WriteLarge => Expect::Fail,
+                _ => Expect::Succeed,
+            },
+        },
+        Row {
+            name: "500 on CompleteMultipart always",
+            apply: || Apply::Faults(vec![Fault::error500().on(Match::complete_multipart())]),
+            ops: &[Op::WriteSmall, Op::WriteLarge],
+            expect: |op| match op {
+                Op::WriteLarge => Expect::Fail,
+                _ => Expect::Succeed,
+            },
+        },
+        Row {
+            name: "500 on HEAD always",
+            apply: || Apply::Faults(vec![Fault::error500().on(Match::head_object())]),
+            ops: &ALL_OPS,
+            expect: |op| match op {
+                Op::Stat | Op::Read => Expect::Fail,
+                Op::WriteSmall | Op::WriteLarge | Op::FsyncThenHeal | Op::List => Expect::Succeed,
+                Op::Chmod => Expect::Either,
+            },
+        },
+        Row {
+            name: "500 on LIST always",
+            apply: || Apply::Faults(vec![Fault::error500().on(Match::list_objects())]),
+            ops: &ALL_OPS,
+            expect: |op| match op {
+                Op::Stat | Op::Read | Op::List => Expect::Fail,
+                Op::WriteSmall | Op::WriteLarge | Op::FsyncThenHeal => Expect::Succeed,
+                Op::Chmod => Expect::Either,
+            },
+        },
+        Row {
+            name: "503 SlowDown on CopyObject always",
+            apply: || Apply::Faults(vec![Fault::slow_down().on(Match::copy_object())]),
+            ops: &[Op::Chmod, Op::WriteSmall],
+            expect: |op| match op {
+                Op::Chmod => Expect::Fail,
+                _ => Expect::Succeed,
+            },
+        },
+    ]
+}
+
+struct RowRun<'a> {
+    proxy: &'a FaultProxy,
+    apply: Apply,
+}
+
+impl RowRun<'_> {
+    fn activate(&self) {
+        match &self.apply {
+            Apply::None => {}
+            Apply::Faults(faults) => {
+                self.proxy.clear();
+                for f in faults {
+                    self.proxy.add(f.clone());
+                }
+            }
+            Apply::ServerDown => self.proxy.stop_server(),
+        }
+    }
+
+    fn heal(&self) {
+        self.proxy.clear();
+        self.proxy.start_server();
+    }
+}
+
+/// Runs one operation of a row; returns its outcome and panics on any safety violation.
+fn run_op(row: &str, run: &RowRun, m: &FMount, bucket: &str, op: Op, seed: u64) -> Outcome {
+    let ctx = format!("[{row} / {}]", op.name());
+    match op {
+        Op::WriteSmall | Op::WriteLarge | Op::FsyncThenHeal => {
+            let key = match op {
+                Op::WriteSmall => "ws.bin",
+                Op::WriteLarge => "wl.bin",
+                _ => "wf.bin",
+            };
+            let old = pattern(5000, seed);
+            block_on(put(bucket, key, old.clone()));
+            let len = match op {
+                Op::WriteLarge => LARGE,
+                Op::WriteSmall => 100 * 1024,
+                _ => 200 * 1024,
+            };
+            let new = pattern(len, seed + 1);
+            let path = m.path().join(key);
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("{ctx} open {key} before the fault: {e}"));
+            f.write_all(&new)
+                .unwrap_or_else(|e| panic!("{ctx} write {key} before the fault: {e}"));
+            run.activate();
+            let outcome = if op == Op::FsyncThenHeal {
+                let o = Outcome::of(f.sync_all());
+                run.heal();
+                if o == Outcome::Ok {
+                    let stored = block_on(get_opt(bucket, key));
+                    assert!(
+                        stored.as_deref() == Some(&new[..]),
+                        "{ctx} fsync succeeded but the bucket does not hold the data"
+                    );
+                }
+                let closed = close_file(f);
+                assert_eq!(
+                    closed,
+                    Outcome::Ok,
+                    "{ctx} close() after the fault healed must upload the data kept staged; log:\n{}",
+                    log_tail(m)
+                );
+                let stored = block_on(get_opt(bucket, key));
+                assert!(
+                    stored.as_deref() == Some(&new[..]),
+                    "{ctx} data lost: close() after the heal succeeded but the bucket holds {:?} bytes",
+                    stored.map(|s| s.len())
+                );
+                o
+            } else {
+                let discarded = m.log_count(DISCARDED);
+                let o = close_file(f);
+                if o != Outcome::Ok {
+                    // The kernel's RELEASE follows close() and tries the upload once more: let
+                    // it meet the same fault, so it cannot race with what follows.
+                    assert!(
+                        m.wait_log(DISCARDED, discarded, Duration::from_secs(40)),
+                        "{ctx} the release after the failed close never finished; log:\n{}",
+                        log_tail(m)
+                    );
+                }
+                run.heal();
+                let stored = block_on(get_opt(bucket, key)).unwrap_or_default();
+                if o == Outcome::Ok {
+                    assert!(
+                        stored == new,
+                        "{ctx} close() succeeded but the bucket holds {} bytes, not the {} written",
+                        stored.len(),
+                        new.len()
+                    );
+                } else if stored != old && stored != new {
+                    let prefix = new.starts_with(&stored);
+                    let head = block_on(async {
+                        let c = s3_client().await;
+                        c.head_object()
+                            .bucket(bucket)
+                            .key(key)
+                            .send()
+                            .await
+                            .map(|h| (h.content_length(), h.e_tag().map(str::to_string)))
+                    });
+                    thread::sleep(Duration::from_secs(3));
+                    let later = block_on(get_opt(bucket, key)).unwrap_or_default();
+                    let msg = format!(
+                        "{ctx} partial object: after close() failed ({}) a GET of the bucket returned {} \
+                         bytes that are neither the old ({}) nor the new ({}) content (a prefix of the \
+                         new: {prefix}; HEAD right after: {head:?}; 3 s later the object has {} bytes, \
+                         == new: {})\nlog:\n{}",
+                        o.label(),
+                        stored.len(),
+                        old.len(),
+                        new.len(),
+                        later.len(),
+                        later == new,
+                        log_tail(m),
+                    ) + &format!(
+                        "\nrequests the proxy saw (POST/DELETE):\n{}",
+                        run.proxy
+                            .seen()
+                            .iter()
+                            .filter(|r| r.method == "POST" || r.method == "DELETE")
+                            .map(|r| format!("  {} {} -> {:?}", r.method, r.target, r.fault))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
+                    panic!("{msg}");
+                }
+                o
+            };
+            outcome
+        }
+        Op::Read => {
+            let content = pattern(1024 * 1024 + 7, seed);
+            block_on(put(bucket, "r.bin", content.clone()));
+            run.activate();
+            let got = fs::read(m.path().join("r.bin"));
+            run.heal();
+            if let Ok(data) = &got {
+                assert!(
+                    *data == content,
+                    "{ctx} read returned {} wrong bytes instead of an error",
+                    data.len()
+                );
+            }
+            Outcome::of(got)
+        }
+        Op::List => {
+            let mut expected = BTreeSet::new();
+            for i in 0..5 {
+                block_on(put(bucket, &format!("ld/e{i}"), b"x".to_vec()));
+                expected.insert(format!("e{i}"));
+            }
+            run.activate();
+            let got = fs::read_dir(m.path().join("ld")).and_then(|d| {
+                d.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            });
+            run.heal();
+            if let Ok(names) = &got {
+                let names: &BTreeSet<String> = names;
+                assert_eq!(
+                    *names, expected,
+                    "{ctx} listing succeeded but is incomplete or wrong"
+                );
+            }
+            Outcome::of(got)
+        }
+        Op::Stat => {
+            block_on(put(bucket, "st.bin", pattern(4321, seed)));
+            run.activate();
+            let got = fs::metadata(m.path().join("st.bin"));
+            run.heal();
+            match &got {
+                Ok(meta) => assert_eq!(meta.len(), 4321, "{ctx} wrong size"),
+                Err(e) => assert_ne!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT),
+                    "{ctx} an existing object was reported absent (ENOENT) because a request failed"
+                ),
+            }
+            // Healed: the same mount sees it (no "absent" was cached).
+            let again = fs::metadata(m.path().join("st.bin"));
+            assert!(
+                again.as_ref().is_ok_and(|m| m.len() == 4321),
+                "{ctx} after the fault healed stat still fails: {again:?}"
+            );
+            Outcome::of(got)
+        }
+        Op::Chmod => {
+            let body = pattern(3000, seed);
+            block_on(put(bucket, "cm.bin", body.clone()));
+            let path = m.path().join("cm.bin");
+            fs::metadata(&path).unwrap_or_else(|e| panic!("{ctx} stat before the fault: {e}"));
+            run.activate();
+            let got = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+            run.heal();
+            let stored_mode = block_on(mode_metadata(bucket, "cm.bin")).map(|m| m & 0o7777);
+            if got.is_ok() {
+                assert_eq!(
+                    stored_mode,
+                    Some(0o600),
+                    "{ctx} chmod succeeded but was not stored"
+                );
+            } else {
+                assert_ne!(
+                    stored_mode,
+                    Some(0o600),
+                    "{ctx} chmod failed but the bucket has the new mode (harmless, but unexpected)"
+                );
+            }
+            assert_eq!(
+                block_on(get_opt(bucket, "cm.bin")).as_deref(),
+                Some(&body[..]),
+                "{ctx} chmod changed the content"
+            );
+            Outcome::of(got)
+        }
+    }
+}
+
+/// After a row: the same mount works again, and no multipart upload was left behind.
+fn check_healed(row: &str, m: &FMount, bucket: &str, seed: u64) {
+    let data = pattern(70_000, seed + 99);
+    let path = m.path().join("healed.bin");
+    let written = fs::write(&path, &data);
+    assert!(
+        written.is_ok(),
+        "[{row}] after the fault healed, a write through the same mount fails: {written:?}; log:\n{}",
+        log_tail(m)
+    );
+    assert_eq!(
+        block_on(get_opt(bucket, "healed.bin")).as_deref(),
+        Some(&data[..])
+    );
+    assert_eq!(fs::read(&path).unwrap(), data);
+    let names: Vec<_> = fs::read_dir(m.path())
+        .unwrap_or_else(|e| panic!("[{row}] readdir after the heal: {e}"))
+        .collect();
+    assert!(!names.is_empty());
+    let left = wait_no_uploads(bucket, Duration::from_secs(10));
+    assert!(
+        left.is_empty(),
+        "[{row}] abandoned multipart uploads were not aborted: {left:?}; log:\n{}",
+        log_tail(m)
+    );
+}
+
+fn run_row(row: &Row, index: usize) -> Vec<(String, Outcome, Expect)> {
+    let bucket = block_on(new_bucket(&format!("matrix-{index}")));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let run = RowRun {
+        proxy: &proxy,
+        apply: (row.apply)(),
+    };
+    let mut results = Vec::new();
+    for (i, &op) in row.ops.iter().enumerate() {
+        let seed = (index * 100 + i) as u64;
+        let started = Instant::now();
+        let outcome = run_op(row.name, &run, &m, &bucket, op, seed);
+        let expect = (row.expect)(op);
+        let took = started.elapsed().as_secs_f32();
+        results.push((format!("{} ({took:.1}s)", outcome.label()), outcome, expect));
+        record(row.name, op.name(), &format!("{} ({took:.1}s)", outcome.label()));
+        match (expect, outcome) {
+            (Expect::Succeed, Outcome::Err(e)) => panic!(
+                "[{} / {}] should succeed after retries but failed with {}; log:\n{}",
+                row.name,
+                op.name(),
+                errno_name(e),
+                log_tail(&m)
+            ),
+            (Expect::Fail, Outcome::Ok) => panic!(
+                "[{} / {}] reported success although every attempt failed",
+                row.name,
+                op.name()
+            ),
+            (_, Outcome::Err(e)) => assert!(
+                matches!(e, libc::EIO | libc::ETIMEDOUT | libc::EAGAIN),
+                "[{} / {}] failed with {}, expected EIO, ETIMEDOUT or EAGAIN",
+                row.name,
+                op.name(),
+                errno_name(e)
+            ),
+            _ => {}
+        }
+    }
+    check_healed(row.name, &m, &bucket, index as u64 * 100);
+    m.unmount();
+    results
+}
+
+#[test]
+fn fault_matrix() {
+    let rows = rows();
+    let queue = Mutex::new((0..rows.len()).collect::<Vec<_>>());
+    let failures = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| loop {
+                let Some(i) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let row = &rows[i];
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_row(row, i)))
+                {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    record(row.name, "(row)", "FAILED");
+                    failures.lock().unwrap().push(format!("{}: {msg}", row.name));
+                }
+            });
+        }
+    });
+    print_matrix();
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "fault matrix failures:\n{}",
+        failures.join("\n---\n")
+    );
+}
+
+fn print_matrix() {
+    let cells = MATRIX.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut faults: Vec<String> = Vec::new();
+    let mut ops: Vec<String> = Vec::new();
+    for (f, o, _) in &cells {
+        if !faults.contains(f) {
+            faults.push(f.clone());
+        }
+        if !ops.contains(o) {
+            ops.push(o.clone());
+        }
+    }
+    let mut out = String::from("\nFAULT MATRIX (fault x operation -> outcome; ok = succeeded and verified, errno = the syscall failed and the bucket holds the old content)\n\n");
+    out.push_str(&format!("| fault | {} |\n", ops.join(" | ")));
+    out.push_str(&format!("|---|{}\n", "---|".repeat(ops.len())));
+    for f in &faults {
+        let row: Vec<String> = ops
+            .iter()
+            .map(|o| {
+                cells
+                    .iter()
+                    .find(|(cf, co, _)| cf == f && co == o)
+                    .map(|c| c.2.clone())
+                    .unwrap_or_else(|| "-".into())
+            })
+            .collect();
+        out.push_str(&format!("| {f} | {} |\n", row.join(" | ")));
+    }
+    eprintln!("{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HEAD/LIST failures are never "absent"
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn failed_head_or_list_is_never_taken_for_absent() {
+    let bucket = block_on(new_bucket("never-absent"));
+    block_on(async {
+        put(&bucket, "exists.txt", b"original".to_vec()).await;
+        put(&bucket, "implicit/child", b"c".to_vec()).await;
+    });
+    let proxy = FaultProxy::start(&server().endpoint);
+    for (fault, label) in [
+        (Fault::error500().on(Match::head_object()), "500 on HEAD always"),
+        (
+            Fault::slow_down().on(Match::head_object()),
+            "503 SlowDown on HEAD always",
+        ),
+        (Fault::error500().on(Match::list_objects()), "500 on LIST always"),
+    ] {
+        // A fresh mount per round: nothing is cached yet.
+        let m = mount_via(&proxy, &bucket, &["retries=2"]);
+        let existing = m.path().join("exists.txt");
+        proxy.set(fault);
+        // stat of an existing file: an error, not ENOENT.
+        let st = fs::metadata(&existing);
+        record(label, "stat existing", &Outcome::of_ref(&st).label());
+        let err = st.expect_err("stat must fail while HEAD/LIST fail (the file is not cached yet)");
+        assert_ne!(
+            err.raw_os_error(),
+            Some(libc::ENOENT),
+            "{label}: existing file reported absent"
+        );
+
+        // O_EXCL create of the existing name: must not succeed, must not overwrite.
+        let excl = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&existing);
+        record(label, "O_EXCL create", &Outcome::of_ref(&excl).label());
+        if let Ok(mut f) = excl {
+            let _ = f.write_all(b"OVERWRITTEN");
+            let closed = close_file(f);
+            panic!("{label}: O_CREAT|O_EXCL of an existing file succeeded (close: {closed:?})");
+        }
+
+        // A directory that exists only as a prefix.
+        let dir = fs::metadata(m.path().join("implicit"));
+        record(label, "stat implicit dir", &Outcome::of_ref(&dir).label());
+        if let Err(e) = &dir {
+            assert_ne!(
+                e.raw_os_error(),
+                Some(libc::ENOENT),
+                "{label}: implicit directory reported absent"
+            );
+        }
+        // A name that does not exist: unknown while requests fail, so not ENOENT either.
+        let missing = fs::metadata(m.path().join("missing.txt"));
+        record(label, "stat missing", &Outcome::of_ref(&missing).label());
+        if let Err(e) = &missing {
+            assert_ne!(
+                e.raw_os_error(),
+                Some(libc::ENOENT),
+                "{label}: absence concluded from a failed request"
+            );
+        }
+        proxy.clear();
+        assert_eq!(
+            block_on(get_opt(&bucket, "exists.txt")).as_deref(),
+            Some(&b"original"[..]),
+            "{label}: the existing object was overwritten"
+        );
+        // Healed: the same mount finds everything (nothing "absent" was cached).
+        assert_eq!(
+            fs::read(&existing).unwrap_or_else(|e| panic!("{label}: read after heal: {e}")),
+            b"original"
+        );
+        assert!(fs::metadata(m.path().join("implicit")).unwrap().is_dir());
+        assert_eq!(
+            fs::metadata(m.path().join("missing.txt"))
+                .map_err(|e| e.raw_os_error())
+                .err(),
+            Some(Some(libc::ENOENT))
+        );
+        m.unmount();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multipart upload abandoned while the server is away
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn multipart_abandoned_while_the_server_is_down_is_aborted_once_it_returns() {
+    let bucket = block_on(new_bucket("mpu-outage"));
+    block_on(put(&bucket, "big.bin", b"old".to_vec()));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let new = pattern(LARGE, 7);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path().join("big.bin"))
+        .unwrap();
+    f.write_all(&new).unwrap();
+    // The first part request takes the server down for 3 s: parts and the abort fail.
+    proxy.set(
+        Fault::go_down(Duration::from_secs(3))
+            .on(Match::upload_part())
+            .times(1),
+    );
+    let closed = close_file(f);
+    record("server down 3s at first part", "close 12M", &closed.label());
+    assert_ne!(closed, Outcome::Ok, "close() succeeded while the server was down");
+    assert!(
+        proxy.count(&Match::create_multipart()) >= 1,
+        "the multipart upload never started"
+    );
+    // Wait for the server to come back, then for rossfs to clean up.
+    let start = Instant::now();
+    while proxy.is_down() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(50));
+    }
+    let stored = block_on(get_opt(&bucket, "big.bin")).unwrap_or_default();
+    assert!(
+        stored == b"old" || stored == new,
+        "partial object after the outage"
+    );
+    check_same_mount_works(&m, &bucket);
+    let left = wait_no_uploads(&bucket, Duration::from_secs(15));
+    record(
+        "server down 3s at first part",
+        "MPU left behind",
+        &format!("{}", left.len()),
+    );
+    assert!(
+        left.is_empty(),
+        "the multipart upload abandoned during the outage was never aborted ({left:?} still pending \
+         15 s after the server came back); log:\n{}",
+        log_tail(&m)
+    );
+    m.unmount();
+}
+
+fn check_same_mount_works(m: &FMount, bucket: &str) {
+    let data = pattern(10_000, 3);
+    fs::write(m.path().join("after.bin"), &data).expect("write through the same mount after the outage");
+    assert_eq!(block_on(get_opt(bucket, "after.bin")).as_deref(), Some(&data[..]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 and SIGTERM
+// ---------------------------------------------------------------------------------------------
+
+fn fusermount_u(path: &Path) -> (bool, String) {
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fusermount3");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// Kills the daemon with SIGKILL while `key` is being uploaded (its upload requests are held
+/// back by the proxy), then checks the object, the dead mount's unmount and a new mount.
+fn kill_during_upload(key: &str, len: usize, slow: Match, label: &str) {
+    let bucket = block_on(new_bucket("kill9"));
+    let old = pattern(50_000, 11);
+    block_on(put(&bucket, key, old.clone()));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &["readwrite_timeout=30"]);
+    let pids = m.daemon_pids().to_vec();
+    assert!(!pids.is_empty(), "no daemon pid found");
+    let new = pattern(len, 12);
+    proxy.set(Fault::delay(Duration::from_secs(20)).on(slow.clone()));
+    let path = m.path().join(key);
+    let writer = {
+        let (path, new) = (path.clone(), new.clone());
+        thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().write(true).truncate(true).open(&path)?;
+            f.write_all(&new)?;
+            match close_file(f) {
+                Outcome::Ok => Ok(()),
+                Outcome::Err(e) => Err(std::io::Error::from_raw_os_error(e)),
+            }
+        })
+    };
+    assert!(
+        proxy.wait_for(&slow, 1, Duration::from_secs(30)),
+        "the upload never reached the server"
+    );
+    for pid in &pids {
+        // SAFETY: killing the daemon of our own mount.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let closed = writer.join().expect("writer thread");
+    record(label, "close", &Outcome::of_ref(&closed).label());
+    assert!(
+        closed.is_err(),
+        "close() succeeded although the daemon was killed mid-upload"
+    );
+    proxy.clear();
+
+    let stored = block_on(get_opt(&bucket, key)).unwrap_or_default();
+    let state = if stored == old {
+        "old"
+    } else if stored == new {
+        "new"
+    } else {
+        "PARTIAL"
+    };
+    record(label, "object in bucket", state);
+    assert_ne!(
+        state,
+        "PARTIAL",
+        "kill -9 left a partial object ({} bytes)",
+        stored.len()
+    );
+
+    // The dead mount: ENOTCONN, and a plain unmount works.
+    assert!(is_mounted(m.path()));
+    let dead = fs::read_dir(m.path()).map(|_| ());
+    let dead_errno = dead.as_ref().err().and_then(|e| e.raw_os_error());
+    assert!(
+        matches!(dead_errno, Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)),
+        "the dead mount should answer ENOTCONN/ECONNABORTED, got {dead:?}"
+    );
+    let (ok, err) = fusermount_u(m.path());
+    record(label, "fusermount3 -u", if ok { "ok" } else { "FAILED" });
+    assert!(ok, "fusermount3 -u of the dead mount failed: {err}");
+    assert!(!is_mounted(m.path()));
+    drop(m);
+
+    // A new mount (no proxy) sees what the bucket holds.
+    // A request the proxy had fully received may still complete after the kill (as on a real
+    // server), so the new mount may see the new object: old or complete, never partial.
+    let m2 = Mount::mount(&bucket, &[]);
+    let seen = fs::read(m2.path().join(key)).expect("read after remount");
+    let seen_state = if seen == old {
+        "old"
+    } else if seen == new {
+        "new"
+    } else {
+        "PARTIAL"
+    };
+    assert_ne!(
+        seen_state,
+        "PARTIAL",
+        "the new mount sees a partial object ({} bytes)",
+        seen.len()
+    );
+    record(label, "new mount", &format!("consistent ({seen_state})"));
+    m2.unmount();
+}
+
+#[test]
+fn kill_9_during_a_large_write_leaves_the_old_or_the_complete_object() {
+    kill_during_upload(
+        "big.bin",
+        LARGE,
+        Match::upload_part(),
+        "kill -9 during 12M upload",
+    );
+}
+
+#[test]
+fn kill_9_during_a_small_write_leaves_the_old_or_the_complete_object() {
+    kill_during_upload(
+        "small.bin",
+        300_000,
+        Match::put_object(),
+        "kill -9 during 300K PUT",
+    );
+}
+
+#[test]
+fn sigterm_flushes_dirty_files_through_transient_errors_and_exits_zero() {
+    let bucket = block_on(new_bucket("sigterm-faults"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let server = server();
+    let scratch = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let passwd = write_passwd_file(scratch.path(), &server.access_key, &server.secret_key);
+    let url = format!("url={}", proxy.url());
+    let mut opts: Vec<&str> = vec![&url];
+    opts.extend(FAULT_OPTS);
+    let mut cmd = mount_command(&bucket, mnt.path(), &passwd, &opts);
+    let err_path = scratch.path().join("stderr");
+    cmd.arg("-f")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while !is_mounted(mnt.path()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "rossfs -f never mounted"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "rossfs -f exited early");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let small = pattern(123_456, 21);
+    let large = pattern(LARGE, 22);
+    fs::write(mnt.path().join("closed.bin"), b"closed before").unwrap();
+    let mut a = fs::File::create(mnt.path().join("small.bin")).unwrap();
+    a.write_all(&small).unwrap();
+    let mut b = fs::File::create(mnt.path().join("large.bin")).unwrap();
+    b.write_all(&large).unwrap();
+    // The shutdown flush meets two throttling answers and must retry through them.
+    proxy.set(Fault::slow_down().on(Match::method("PUT")).times(2));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("rossfs did not exit within 90 s of SIGTERM");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    record(
+        "SIGTERM + 503 x2 on PUT",
+        "exit code",
+        &format!("{:?}", status.code()),
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!is_mounted(mnt.path()), "still mounted after SIGTERM");
+    drop((a, b));
+    assert!(proxy.injected() >= 1, "the transient fault never acted");
+    block_on(async {
+        assert_eq!(get_opt(&bucket, "small.bin").await.as_deref(), Some(&small[..]));
+        assert!(get_opt(&bucket, "large.bin").await.as_deref() == Some(&large[..]));
+        assert_eq!(
+            get_opt(&bucket, "closed.bin").await.as_deref(),
+            Some(&b"closed before"[..])
+        );
+    });
+    record("SIGTERM + 503 x2 on PUT", "dirty files", "all stored");
+    assert!(wait_no_uploads(&bucket, Duration::from_secs(5)).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy itself
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_proxy_forwards_keep_alive_traffic_and_injects_faults() {
+    let bucket = block_on(new_bucket("proxy-selftest"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let srv = server();
+    let client = {
+        let creds = aws_credential_types::Credentials::new(&srv.access_key, &srv.secret_key, None, None, "t");
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(proxy.url())
+            .region(aws_sdk_s3::config::Region::new(srv.region.clone()))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    };
+    block_on(async {
+        let body = pattern(3 << 20, 5);
+        for i in 0..5 {
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key(format!("k{i}"))
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .unwrap();
+            let got = client
+                .get_object()
+                .bucket(&bucket)
+                .key(format!("k{i}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(got.body.collect().await.unwrap().into_bytes().to_vec(), body);
+        }
+        proxy.set(Fault::slow_down().on(Match::head_object()).times(1));
+        let err = client
+            .head_object()
+            .bucket(&bucket)
+            .key("k0")
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+        assert!(client
+            .head_object()
+            .bucket(&bucket)
+            .key("k0")
+            .send()
+            .await
+            .is_ok());
+        proxy.set(Fault::error500().on(Match::get_object()).times(1));
+        let err = client
+            .get_object()
+            .bucket(&bucket)
+            .key("k0")
+            .send()
+            .await
+            .unwrap_err();
+        let text = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+        assert!(text.contains("InternalError"), "{text}");
+        proxy.set(Fault::cut_body().on(Match::get_object()).times(1));
+        let cut = match client.get_object().bucket(&bucket).key("k1").send().await {
+            Ok(out) => out.body.collect().await.is_err(),
+            Err(_) => true,
+        };
+        assert!(cut, "a cut body must not read as complete");
+        proxy.stop_server();
+        assert!(client.list_objects_v2().bucket(&bucket).send().await.is_err());
+        proxy.start_server();
+        let listed = client.list_objects_v2().bucket(&bucket).send().await.unwrap();
+        assert_eq!(listed.contents().len(), 5);
+    });
+    assert!(std::net::TcpStream::connect(proxy.url().trim_start_matches("http://")).is_ok());
+    proxy.stop_server();
+    let refused = (0..100).any(|_| {
+        let r = std::net::TcpStream::connect(proxy.url().trim_start_matches("http://"));
+        if r.is_err() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+        false
+    });
+    assert!(refused, "a stopped server must refuse connections");
+}
