@@ -17,7 +17,7 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,34 +36,6 @@ const FAULT_OPTS: [&str; 4] = [
 const OVER_TIMEOUT: Duration = Duration::from_secs(4);
 /// Size of the multipart-sized writes (three parts of 5, 5 and 2 MiB).
 const LARGE: usize = 12 * 1024 * 1024 + 123;
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("test runtime")
-    })
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    rt().block_on(f)
-}
-
-/// Deterministic pseudo-random bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 fn errno_name(e: i32) -> String {
     let name = match e {
@@ -245,11 +217,11 @@ impl FMount {
             .count()
     }
 
-    /// Waits until `needle` occurs more than `before` times in the log; false on timeout.
-    fn wait_log(&self, needle: &str, before: usize, timeout: Duration) -> bool {
+    /// Waits until the needles together occur more than `before` times in the log.
+    fn wait_logs(&self, needles: &[&str], before: usize, timeout: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.log_count(needle) > before {
+            if needles.iter().map(|n| self.log_count(n)).sum::<usize>() > before {
                 return true;
             }
             thread::sleep(Duration::from_millis(20));
@@ -266,6 +238,8 @@ fn log_tail(m: &FMount) -> String {
 
 /// What the daemon logs when the last handle of a file whose upload failed goes away.
 const DISCARDED: &str = "discarding staged data";
+/// What it logs when the retry at release stores the data after all.
+const STORED_LATER: &str = "succeeded on a later attempt";
 
 // ---------------------------------------------------------------------------------------------
 // The matrix
@@ -540,13 +514,14 @@ fn run_op(row: &str, run: &RowRun, m: &FMount, bucket: &str, op: Op, seed: u64) 
                 );
                 o
             } else {
-                let discarded = m.log_count(DISCARDED);
+                let discarded = m.log_count(DISCARDED) + m.log_count(STORED_LATER);
                 let o = close_file(f);
                 if o != Outcome::Ok {
-                    // The kernel's RELEASE follows close() and tries the upload once more: let
-                    // it meet the same fault, so it cannot race with what follows.
+                    // The kernel's RELEASE follows close() and tries the upload once more (it
+                    // may meet the fault again, or not): wait for its outcome, so it cannot race
+                    // with what follows.
                     assert!(
-                        m.wait_log(DISCARDED, discarded, Duration::from_secs(40)),
+                        m.wait_logs(&[DISCARDED, STORED_LATER], discarded, Duration::from_secs(40)),
                         "{ctx} the release after the failed close never finished; log:\n{}",
                         log_tail(m)
                     );

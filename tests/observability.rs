@@ -9,22 +9,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
+
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-    .block_on(f)
-}
 
 /// Runs the harness's Garage CLI and returns its stdout.
 fn garage(args: &[&str]) -> String {

@@ -12,22 +12,9 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::sync::OnceLock;
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-    .block_on(f)
-}
 
 /// A user to run steps as.
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,21 +26,6 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 const WORKER_STALL_LIMIT: Duration = Duration::from_secs(60);
 /// The daemon's resident memory must stay below this.
 const RSS_LIMIT_KIB: u64 = 512 * 1024;
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("test runtime")
-    })
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    rt().block_on(f)
-}
 
 /// Small, fast PRNG (xorshift64*), one per worker.
 struct Rng(u64);

@@ -30,6 +30,8 @@ pub struct FileData {
     pub sequential: bool,
     /// The multipart upload fed while the file is written, if one is running.
     pub stream: Option<StreamingUpload>,
+    /// An upload of this content failed and the failure was reported to the application.
+    pub failed_before: bool,
 }
 
 /// One open file handle.
@@ -504,6 +506,11 @@ impl S3Filesystem {
         match result {
             Ok(etag) => {
                 d.dirty = false;
+                if std::mem::take(&mut d.failed_before) {
+                    tracing::warn!(
+                        "upload of {key} ({size} bytes) succeeded on a later attempt, after an earlier failure was reported"
+                    );
+                }
                 let state = self.table.update(ino, |n| {
                     n.state.etag = etag;
                     n.state.attr.size = size;
@@ -518,6 +525,7 @@ impl S3Filesystem {
                 Ok(())
             }
             Err(e) => {
+                d.failed_before = true;
                 tracing::error!("upload of {key} ({size} bytes) failed, the data is NOT stored: {e}");
                 Err(upload_errno(e.errno()))
             }

@@ -892,3 +892,41 @@ pub fn try_mount(bucket_spec: &str, extra_opts: &[&str]) -> Output {
     });
     output
 }
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers shared by the test files
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `f` on a runtime shared by the test process (for S3 calls from synchronous tests).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    })
+    .block_on(f)
+}
+
+/// The errno of a failed call; panics if it succeeded.
+pub fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.raw_os_error().unwrap_or_else(|| panic!("no errno in {e}")),
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different for each seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
