@@ -158,6 +158,7 @@ impl Filesystem for FuseAdapter {
         if let Err(e) = config.add_capabilities(supported) {
             tracing::debug!("kernel refused capabilities {e:?}");
         }
+        tracing::debug!(offered = ?config.capabilities(), asked = ?supported, "FUSE capabilities");
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_max_write(1024 * 1024);
@@ -211,6 +212,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        tracing::trace!(ino = ino.0, ?mode, ?uid, ?gid, ?size, "setattr");
         let (atime, mtime) = (time_of(atime), time_of(mtime));
         self.spawn(
             req,
@@ -387,6 +389,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let pid = req.pid();
+        tracing::trace!(ino = ino.0, flags = format!("{:#o}", flags.0), "open");
         self.spawn(
             req,
             "open",

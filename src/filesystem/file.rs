@@ -206,8 +206,9 @@ impl S3Filesystem {
     }
 
     /// `open`: a handle for reading and/or writing, and whether the kernel may keep the pages
-    /// it cached for this file (the object is unchanged since the last open). Opening for
-    /// writing stages the current content (none with `O_TRUNC`) so writes may land anywhere.
+    /// it cached for this file (the object is unchanged since the last open). The content of a
+    /// file opened for writing is staged at its first write (empty with `O_TRUNC`), so writes
+    /// may land anywhere.
     pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<(u64, bool)> {
         let node = self.node(ino)?;
         if node.state.attr.kind == NodeKind::Dir {
@@ -220,6 +221,8 @@ impl S3Filesystem {
         let data = self.acquire_file_data(ino);
         if writable {
             let mut d = data.lock().await;
+            // Without O_TRUNC nothing is fetched yet: the first write stages the content, and a
+            // truncate to zero (how the kernel often delivers O_TRUNC) never needs it.
             let staged = if flags & libc::O_TRUNC != 0 {
                 self.abort_stream(&mut d).await;
                 Staging::from_vec(Vec::new(), &self.cfg.staging)
@@ -231,7 +234,7 @@ impl S3Filesystem {
                     })
                     .map_err(Errno::from)
             } else {
-                self.ensure_staged(ino, &mut d).await
+                Ok(())
             };
             if let Err(e) = staged {
                 drop(d);
