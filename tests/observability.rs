@@ -311,3 +311,47 @@ fn tls_trust_options_are_checked_before_mounting() {
         m.unmount();
     }
 }
+
+#[test]
+fn alibaba_oss_environment_variables_are_credentials() {
+    let bucket = block_on(new_bucket("ossenv"));
+    let server = server();
+    let mnt = tempfile::tempdir().unwrap();
+    let mut child = Command::new(rossfs_bin())
+        .arg(&bucket)
+        .arg(mnt.path())
+        .arg("-o")
+        .arg(format!(
+            "url={},use_path_request_style,region={}",
+            server.endpoint, server.region
+        ))
+        .arg("-f")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("OSS_ACCESS_KEY_ID", &server.access_key)
+        .env("OSS_ACCESS_KEY_SECRET", &server.secret_key)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !is_mounted(mnt.path()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rossfs exited: the OSS keys were not used"
+        );
+        assert!(start.elapsed() < Duration::from_secs(30), "mount never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(mnt.path().join("oss"), b"via OSS_* keys").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "oss").await }),
+        b"via OSS_* keys"
+    );
+}

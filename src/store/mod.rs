@@ -149,6 +149,20 @@ fn https_client_trusting(path: &std::path::Path) -> Result<aws_sdk_s3::config::S
         .build_https())
 }
 
+/// Keys from the environment variables Alibaba OSS tools use (`OSS_ACCESS_KEY_ID` and
+/// `OSS_ACCESS_KEY_SECRET`, or ossfs's `OSSACCESSKEYID` and `OSSSECRETACCESSKEY`).
+fn oss_env_keys() -> Option<(String, String)> {
+    let get = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    Some((
+        get(&["OSS_ACCESS_KEY_ID", "OSSACCESSKEYID"])?,
+        get(&["OSS_ACCESS_KEY_SECRET", "OSSSECRETACCESSKEY"])?,
+    ))
+}
+
 /// Applies storage class and encryption to a request builder that creates an object.
 macro_rules! write_headers {
     ($req:expr, $store:expr) => {{
@@ -191,9 +205,22 @@ impl ObjectStore {
                     PasswdFileProvider::new(path.clone(), &source.bucket).map_err(|e| e.to_string())?;
                 loader = loader.credentials_provider(provider);
             }
-            None => {
-                loader = loader.credentials_provider(ReloadingChain::new(region.clone().map(Region::new)));
-            }
+            None => match oss_env_keys() {
+                // Alibaba OSS users' variables, when the AWS ones are not set.
+                Some((ak, sk)) if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() => {
+                    loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                        ak,
+                        sk,
+                        std::env::var("OSS_SESSION_TOKEN").ok(),
+                        None,
+                        "oss-environment",
+                    ));
+                }
+                _ => {
+                    loader =
+                        loader.credentials_provider(ReloadingChain::new(region.clone().map(Region::new)));
+                }
+            },
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
