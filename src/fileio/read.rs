@@ -1,12 +1,14 @@
 //! Reading an object through ranged GETs, with read-ahead for sequential readers.
 //!
 //! The first read of a handle fetches exactly the bytes asked for, so reading 4 KiB of a huge
-//! object transfers about 4 KiB. When the next read starts where the previous one ended, the
-//! reader switches to prefetching: chunks of growing size (256 KiB doubling to 8 MiB) are
-//! fetched ahead, several at once. A read elsewhere cancels the prefetch and starts over.
-//! Every prefetched chunk holds its size in the mount-wide [`ReadBudget`] until it has been
-//! read, so many readers share `max_memory=` instead of each taking its full window; a reader
-//! whose next chunk does not fit waits for the chunks it already has.
+//! object transfers about 4 KiB. When a read continues where an earlier one ended, the reader
+//! switches to streaming: a window of chunks (256 KiB doubling to 8 MiB) is fetched ahead,
+//! several at once. The kernel sends read-ahead requests concurrently and they may arrive out
+//! of order, so any read inside the window (or just behind it) is served from it; only a read
+//! far outside the window counts as random access, which drops the window and fetches just
+//! that range. Every chunk holds its size in the mount-wide [`ReadBudget`] until it is dropped,
+//! so many readers share `max_memory=` instead of each taking its full window; a reader whose
+//! next chunk does not fit waits for the chunks it already has.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,11 +20,21 @@ use crate::store::{ObjectStore, StoreError};
 
 const FIRST_CHUNK: u64 = 256 * 1024;
 const MAX_CHUNK: u64 = 8 * 1024 * 1024;
+/// Chunks behind the latest read are kept this long, for reads arriving out of order.
+const KEEP_BEHIND: u64 = 4 * 1024 * 1024;
+/// A read this far ahead of the window still counts as sequential (skipped bytes are cheap).
+const SKIP_AHEAD: u64 = 2 * 1024 * 1024;
+
+enum ChunkData {
+    Pending(JoinHandle<Result<Bytes, StoreError>>),
+    Ready(Bytes),
+}
 
 struct Chunk {
     start: u64,
-    task: JoinHandle<Result<Bytes, StoreError>>,
-    /// Budget held until the chunk has been consumed.
+    end: u64,
+    data: ChunkData,
+    /// Budget held until the chunk is dropped.
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -50,76 +62,71 @@ pub struct ObjectReader {
     key: String,
     size: u64,
     max_inflight: usize,
-    /// Where the next sequential read would start.
-    pos: u64,
-    /// Data already fetched, starting at `buf_start`.
-    buf_start: u64,
-    buf: Bytes,
-    queue: VecDeque<Chunk>,
-    /// End of the last chunk queued.
+    /// Contiguous chunks, ascending, ending at `next_fetch`.
+    chunks: VecDeque<Chunk>,
     next_fetch: u64,
-    chunk: u64,
+    chunk_size: u64,
+    /// End of the furthest read served so far (`None` before the first read).
+    last_end: Option<u64>,
 }
 
 impl std::fmt::Debug for ObjectReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectReader")
             .field("key", &self.key)
-            .field("pos", &self.pos)
+            .field("next_fetch", &self.next_fetch)
             .finish()
     }
 }
 
 impl ObjectReader {
     /// A reader of `key`, `size` bytes long.
-    pub fn new(
-        store: Arc<ObjectStore>,
-        budget: ReadBudget,
-        key: String,
-        size: u64,
-        max_inflight: usize,
-    ) -> Self {
+    pub fn new(store: Arc<ObjectStore>, budget: ReadBudget, key: String, size: u64, max_inflight: usize) -> Self {
         Self {
             store,
             budget,
             key,
             size,
             max_inflight: max_inflight.clamp(1, 8),
-            pos: u64::MAX,
-            buf_start: 0,
-            buf: Bytes::new(),
-            queue: VecDeque::new(),
+            chunks: VecDeque::new(),
             next_fetch: 0,
-            chunk: FIRST_CHUNK,
+            chunk_size: FIRST_CHUNK,
+            last_end: None,
         }
     }
 
-    fn reset(&mut self) {
-        for c in self.queue.drain(..) {
-            c.task.abort();
-        }
-        self.buf = Bytes::new();
-        self.chunk = FIRST_CHUNK;
+    fn window_start(&self) -> u64 {
+        self.chunks.front().map_or(self.next_fetch, |c| c.start)
     }
 
-    fn fill_queue(&mut self) {
-        while self.queue.len() < self.max_inflight && self.next_fetch < self.size {
+    fn drop_window(&mut self) {
+        for c in self.chunks.drain(..) {
+            if let ChunkData::Pending(task) = c.data {
+                task.abort();
+            }
+        }
+        self.chunk_size = FIRST_CHUNK;
+    }
+
+    fn pending(&self) -> usize {
+        self.chunks.iter().filter(|c| matches!(c.data, ChunkData::Pending(_))).count()
+    }
+
+    /// Starts fetching ahead while there is room in flight and in the budget.
+    fn fill(&mut self, must_reach: u64) {
+        while self.next_fetch < self.size && self.pending() < self.max_inflight {
             let start = self.next_fetch;
-            let end = self.size.min(start + self.chunk);
-            // Beyond the chunk the reader needs next, read-ahead must fit in the shared budget.
+            let end = self.size.min(start + self.chunk_size);
+            // Beyond what the current read needs, read-ahead must fit in the shared budget.
             let budget = self.budget.try_take(end - start);
-            if budget.is_none() && !self.queue.is_empty() {
+            if budget.is_none() && start >= must_reach {
                 break;
             }
             let (store, key) = (self.store.clone(), self.key.clone());
             let task = tokio::spawn(async move { store.get_range(&key, start, end).await });
-            self.queue.push_back(Chunk {
-                start,
-                task,
-                _budget: budget,
-            });
+            self.chunks.push_back(Chunk { start, end, data: ChunkData::Pending(task), _budget: budget });
             self.next_fetch = end;
-            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+            self.chunk_size = (self.chunk_size * 2).min(MAX_CHUNK);
         }
     }
 
@@ -129,59 +136,85 @@ impl ObjectReader {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        if offset != self.pos {
-            // Random access (or the first read): fetch just this range.
-            self.reset();
+        let has_window = !self.chunks.is_empty();
+        if has_window && offset < self.window_start() {
+            if offset + KEEP_BEHIND >= self.window_start() {
+                // Just behind the window: an out-of-order read of bytes already dropped.
+                return self.store.get_range(&self.key, offset, end).await;
+            }
+            self.drop_window();
+        }
+        let has_window = !self.chunks.is_empty();
+        let in_window = has_window && offset < self.next_fetch.saturating_add(SKIP_AHEAD);
+        let continues = !has_window
+            && self.last_end.is_some_and(|e| offset + KEEP_BEHIND >= e && offset <= e.saturating_add(SKIP_AHEAD));
+        if !in_window && !continues {
+            // Random access (or the very first read): fetch just this range.
+            self.drop_window();
             let data = self.store.get_range(&self.key, offset, end).await?;
-            self.pos = offset + data.len() as u64;
-            self.buf_start = self.pos;
-            self.next_fetch = self.pos;
+            self.last_end = Some(offset + data.len() as u64);
             return Ok(data);
         }
+        if !has_window || offset >= self.next_fetch {
+            // Streaming starts (or skips ahead) here.
+            self.drop_window();
+            self.next_fetch = offset;
+        }
+        self.fill(end);
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         let mut cur = offset;
+        let mut i = 0;
         while cur < end {
-            let buf_end = self.buf_start + self.buf.len() as u64;
-            if cur >= self.buf_start && cur < buf_end {
-                let from = (cur - self.buf_start) as usize;
-                let to = (end.min(buf_end) - self.buf_start) as usize;
-                out.extend_from_slice(&self.buf[from..to]);
-                cur = self.buf_start + to as u64;
+            if i >= self.chunks.len() {
+                self.fill(end);
+                if i >= self.chunks.len() {
+                    break; // the object ended early
+                }
+            }
+            if self.chunks[i].end <= cur {
+                i += 1;
                 continue;
             }
-            self.fill_queue();
-            let Some(chunk) = self.queue.pop_front() else {
-                break;
-            };
-            let data = match chunk.task.await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    self.reset();
-                    self.pos = u64::MAX;
-                    return Err(e);
-                }
-                Err(join) => {
-                    self.reset();
-                    self.pos = u64::MAX;
-                    return Err(StoreError::local("GetObject", &self.key, join));
-                }
-            };
-            if data.is_empty() {
-                break; // the object is shorter than it was said to be
+            if let ChunkData::Pending(task) = &mut self.chunks[i].data {
+                let fetched = match task.await {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(e)) => {
+                        self.drop_window();
+                        self.last_end = None;
+                        return Err(e);
+                    }
+                    Err(join) => {
+                        self.drop_window();
+                        self.last_end = None;
+                        return Err(StoreError::local("GetObject", &self.key, join));
+                    }
+                };
+                self.chunks[i].data = ChunkData::Ready(fetched);
             }
-            self.buf_start = chunk.start;
-            self.buf = data;
+            let chunk = &self.chunks[i];
+            let ChunkData::Ready(data) = &chunk.data else { break };
+            let from = (cur - chunk.start) as usize;
+            if from >= data.len() {
+                break; // shorter than expected: the object ended early
+            }
+            let to = ((end.min(chunk.end) - chunk.start) as usize).min(data.len());
+            out.extend_from_slice(&data[from..to]);
+            cur = chunk.start + to as u64;
+            i += 1;
         }
-        self.fill_queue();
-        self.pos = cur;
+        self.last_end = Some(self.last_end.map_or(cur, |e| e.max(cur)));
+        // Forget chunks well behind the furthest read.
+        let keep_from = self.last_end.unwrap_or(cur).saturating_sub(KEEP_BEHIND);
+        while self.chunks.front().is_some_and(|c| c.end <= keep_from) {
+            self.chunks.pop_front();
+        }
+        self.fill(0);
         Ok(out.freeze())
     }
 }
 
 impl Drop for ObjectReader {
     fn drop(&mut self) {
-        for c in self.queue.drain(..) {
-            c.task.abort();
-        }
+        self.drop_window();
     }
 }
