@@ -355,3 +355,35 @@ fn alibaba_oss_environment_variables_are_credentials() {
         b"via OSS_* keys"
     );
 }
+
+#[test]
+fn creating_files_in_a_new_directory_costs_one_put_each() {
+    let bucket = block_on(new_bucket("creates"));
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    fs::create_dir(m.path().join("new")).unwrap();
+    let before = scrape(port);
+    let count = |text: &str, op: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("rossfs_s3_request_seconds_count{{op=\"{op}\"}} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    for i in 0..50 {
+        fs::write(m.path().join(format!("new/f{i}")), b"small").unwrap();
+    }
+    let after = scrape(port);
+    assert_eq!(count(&after, "PutObject") - count(&before, "PutObject"), 50.0);
+    assert_eq!(
+        count(&after, "HeadObject") - count(&before, "HeadObject"),
+        0.0,
+        "no HEAD for new names"
+    );
+    assert_eq!(
+        count(&after, "ListObjectsV2") - count(&before, "ListObjectsV2"),
+        0.0,
+        "no LIST for new names"
+    );
+    assert_eq!(fs::read_dir(m.path().join("new")).unwrap().count(), 50);
+    m.unmount();
+}

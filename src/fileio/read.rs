@@ -81,7 +81,13 @@ impl std::fmt::Debug for ObjectReader {
 
 impl ObjectReader {
     /// A reader of `key`, `size` bytes long.
-    pub fn new(store: Arc<ObjectStore>, budget: ReadBudget, key: String, size: u64, max_inflight: usize) -> Self {
+    pub fn new(
+        store: Arc<ObjectStore>,
+        budget: ReadBudget,
+        key: String,
+        size: u64,
+        max_inflight: usize,
+    ) -> Self {
         Self {
             store,
             budget,
@@ -109,7 +115,10 @@ impl ObjectReader {
     }
 
     fn pending(&self) -> usize {
-        self.chunks.iter().filter(|c| matches!(c.data, ChunkData::Pending(_))).count()
+        self.chunks
+            .iter()
+            .filter(|c| matches!(c.data, ChunkData::Pending(_)))
+            .count()
     }
 
     /// Starts fetching ahead while there is room in flight and in the budget.
@@ -124,7 +133,12 @@ impl ObjectReader {
             }
             let (store, key) = (self.store.clone(), self.key.clone());
             let task = tokio::spawn(async move { store.get_range(&key, start, end).await });
-            self.chunks.push_back(Chunk { start, end, data: ChunkData::Pending(task), _budget: budget });
+            self.chunks.push_back(Chunk {
+                start,
+                end,
+                data: ChunkData::Pending(task),
+                _budget: budget,
+            });
             self.next_fetch = end;
             self.chunk_size = (self.chunk_size * 2).min(MAX_CHUNK);
         }
@@ -147,7 +161,9 @@ impl ObjectReader {
         let has_window = !self.chunks.is_empty();
         let in_window = has_window && offset < self.next_fetch.saturating_add(SKIP_AHEAD);
         let continues = !has_window
-            && self.last_end.is_some_and(|e| offset + KEEP_BEHIND >= e && offset <= e.saturating_add(SKIP_AHEAD));
+            && self
+                .last_end
+                .is_some_and(|e| offset + KEEP_BEHIND >= e && offset <= e.saturating_add(SKIP_AHEAD));
         if !in_window && !continues {
             // Random access (or the very first read): fetch just this range.
             self.drop_window();
@@ -192,7 +208,9 @@ impl ObjectReader {
                 self.chunks[i].data = ChunkData::Ready(fetched);
             }
             let chunk = &self.chunks[i];
-            let ChunkData::Ready(data) = &chunk.data else { break };
+            let ChunkData::Ready(data) = &chunk.data else {
+                break;
+            };
             let from = (cur - chunk.start) as usize;
             if from >= data.len() {
                 break; // shorter than expected: the object ended early

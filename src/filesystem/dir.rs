@@ -193,6 +193,8 @@ impl S3Filesystem {
         self.cache.put(&path, state.clone());
         let ino = self.table.upsert_child(parent, name, state, false);
         self.table.inc_lookup(ino);
+        self.complete.mark(ino, []);
+        self.complete.added(parent, name);
         self.touch_dir(parent);
         Ok(self.stat_of(&self.node(ino)?))
     }
@@ -222,6 +224,8 @@ impl S3Filesystem {
             self.store.delete(&prefix).await?;
         }
         self.table.unlink_child(parent, name);
+        self.complete.removed(parent, name);
+        self.complete.forget(node.ino);
         self.cache.put_absent(&path);
         self.touch_dir(parent);
         Ok(())

@@ -201,6 +201,7 @@ impl S3Filesystem {
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.register_handle(ino, writable, caller.pid);
+        self.complete.added(parent, name);
         self.touch_dir(parent);
         Ok((self.stat_of(&self.node(ino)?), fh))
     }
@@ -602,6 +603,7 @@ impl S3Filesystem {
             self.store.delete(&self.key_for_path(&path)).await?;
         }
         self.table.unlink_child(parent, name);
+        self.complete.removed(parent, name);
         drop(guard);
         self.cache.put_absent(&path);
         self.touch_dir(parent);

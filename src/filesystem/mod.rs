@@ -188,6 +188,8 @@ pub struct S3Filesystem {
     next_fh: AtomicU64,
     /// Content types by extension, for new objects.
     mime: MimeTypes,
+    /// Directories whose complete contents the mount knows (misses need no request).
+    complete: crate::namespace::complete::CompleteDirs,
     /// Recent directory listings, for metadata prefetch.
     listings: Mutex<prefetch::ListingMemory>,
     /// Paths being resolved, shared by lookups and prefetches.
@@ -274,6 +276,7 @@ impl S3Filesystem {
             legacy_dirs: Mutex::new(Default::default()),
             mime,
             listings: Mutex::new(Default::default()),
+            complete: crate::namespace::complete::CompleteDirs::new(opts.stat_cache_expire),
             resolving: Mutex::new(Default::default()),
             prefetch_permits: Arc::new(tokio::sync::Semaphore::new(prefetch::PREFETCH_PARALLEL)),
             me: me.clone(),
@@ -372,7 +375,7 @@ impl S3Filesystem {
             let ino = self.table.upsert_child(parent, name, state, false);
             return self.node(ino);
         }
-        if self.cache.is_absent(&path) {
+        if self.cache.is_absent(&path) || self.complete.knows_absent(parent, name) {
             crate::metrics::global().negative_cache_hit();
             return Err(Errno::ENOENT);
         }

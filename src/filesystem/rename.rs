@@ -88,6 +88,8 @@ impl S3Filesystem {
             self.table.rename(parent, name, newparent, newname);
             drop(guard);
         }
+        self.complete.removed(parent, name);
+        self.complete.added(newparent, newname);
         let now = std::time::SystemTime::now();
         self.table.update(src.ino, |n| n.state.attr.ctime = now);
         self.cache.invalidate_tree(&src_path);

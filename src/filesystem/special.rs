@@ -54,6 +54,7 @@ impl S3Filesystem {
         self.cache.put(&path, state.clone());
         let ino = self.table.upsert_child(parent, name, state, false);
         self.table.inc_lookup(ino);
+        self.complete.added(parent, name);
         self.touch_dir(parent);
         Ok(self.stat_of(&self.node(ino)?))
     }

@@ -13,6 +13,7 @@
 //! Paths here are relative to the mount root, without leading or trailing `/` (`""` is the
 //! root); the store key of a file is `prefix + path`, of a directory marker `prefix + path + "/"`.
 
+pub mod complete;
 pub mod names;
 pub mod resolve;
 
