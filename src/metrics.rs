@@ -307,6 +307,14 @@ impl aws_smithy_types::config_bag::Storable for RequestStart {
     type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
 }
 
+/// Attempts made so far for one S3 request.
+#[derive(Debug, Clone)]
+struct Attempts(u32);
+
+impl aws_smithy_types::config_bag::Storable for Attempts {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
 /// Observes every S3 request the SDK makes: latency, attempts (retries), bytes and the process
 /// on whose behalf it was made. Error codes are counted by the object store, which sees them
 /// typed.
@@ -357,7 +365,13 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for RequestObserver
         _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        global().s3_attempt(op_name(cfg));
+        let op = op_name(cfg);
+        global().s3_attempt(op);
+        let attempt = cfg.load::<Attempts>().map_or(1, |a| a.0 + 1);
+        cfg.interceptor_state().store_put(Attempts(attempt));
+        if attempt > 1 {
+            tracing::debug!(op, attempt, "retrying an S3 request");
+        }
         Ok(())
     }
 

@@ -387,3 +387,65 @@ fn creating_files_in_a_new_directory_costs_one_put_each() {
     assert_eq!(fs::read_dir(m.path().join("new")).unwrap().count(), 50);
     m.unmount();
 }
+
+#[test]
+fn rotated_shared_credentials_file_is_used_without_a_remount() {
+    if !server().is_local_garage() {
+        eprintln!("skipped: needs the local Garage to create and revoke keys");
+        return;
+    }
+    let bucket = block_on(new_bucket("awsfile"));
+    make_global(&bucket);
+    let (old_id, old_secret) = new_key("awsfile-old", &bucket);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    let write = |id: &str, secret: &str| {
+        let tmp = dir.path().join("credentials.new");
+        fs::write(
+            &tmp,
+            format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+        )
+        .unwrap();
+        fs::rename(&tmp, &creds).unwrap();
+    };
+    write(&old_id, &old_secret);
+    let server = server();
+    let mnt = tempfile::tempdir().unwrap();
+    let mut child = Command::new(rossfs_bin())
+        .arg(&bucket)
+        .arg(mnt.path())
+        .arg("-o")
+        .arg(format!(
+            "url={},use_path_request_style,region={}",
+            server.endpoint, server.region
+        ))
+        .arg("-f")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !is_mounted(mnt.path()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "rossfs exited: the profile keys were not used"
+        );
+        assert!(start.elapsed() < Duration::from_secs(30), "mount never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(mnt.path().join("one"), b"old key").unwrap();
+    let (new_id, new_secret) = new_key("awsfile-new", &bucket);
+    write(&new_id, &new_secret);
+    garage(&["key", "delete", "--yes", &old_id]);
+    fs::write(mnt.path().join("two"), b"new key").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert_eq!(keys, vec!["one", "two"]);
+}
