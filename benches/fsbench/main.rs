@@ -1,0 +1,14 @@
+//! `cargo bench --bench fsbench -- [OPTIONS]`: see `benches/README.md`.
+
+#[path = "mod.rs"]
+mod fsbench;
+
+fn main() {
+    match fsbench::run(std::env::args_os()) {
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("fsbench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
