@@ -101,6 +101,55 @@ fn rotated_passwd_file_keys_are_used_without_a_remount() {
     m.unmount();
 }
 
+/// Waits until `mnt` is mounted by the foreground `child`.
+fn wait_mounted(child: &mut std::process::Child, mnt: &Path, why: &str) {
+    let start = Instant::now();
+    while !is_mounted(mnt) {
+        assert!(child.try_wait().unwrap().is_none(), "rossfs -f exited: {why}");
+        assert!(start.elapsed() < Duration::from_secs(30), "mount never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to a foreground mount; it must flush, unmount and exit 0.
+fn stop(mut child: std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// `rossfs BUCKET MNT -f` with no passwd_file and no AWS keys in the environment, only `env`.
+fn mount_with_env_credentials(
+    bucket: &str,
+    mnt: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    why: &str,
+) -> std::process::Child {
+    let server = server();
+    let mut cmd = Command::new(rossfs_bin());
+    cmd.arg(bucket)
+        .arg(mnt)
+        .arg("-o")
+        .arg(format!(
+            "url={},use_path_request_style,region={}",
+            server.endpoint, server.region
+        ))
+        .arg("-f")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_mounted(&mut child, mnt, why);
+    child
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -191,18 +240,11 @@ fn secrets_never_reach_logs_even_at_trace_level() {
         .env("ROSSFS_LOG", "trace")
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    let start = Instant::now();
-    while !is_mounted(mnt.path()) {
-        assert!(start.elapsed() < Duration::from_secs(30), "mount never appeared");
-        assert!(child.try_wait().unwrap().is_none(), "rossfs -f exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_mounted(&mut child, mnt.path(), "trace-level mount");
     fs::write(mnt.path().join("f"), b"data").unwrap();
     assert_eq!(fs::read(mnt.path().join("f")).unwrap(), b"data");
     let _ = fs::metadata(mnt.path().join("missing"));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    stop(child);
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.len() > 1000, "trace logging produced little output:\n{text}");
     assert!(
@@ -317,39 +359,17 @@ fn alibaba_oss_environment_variables_are_credentials() {
     let bucket = block_on(new_bucket("ossenv"));
     let server = server();
     let mnt = tempfile::tempdir().unwrap();
-    let mut child = Command::new(rossfs_bin())
-        .arg(&bucket)
-        .arg(mnt.path())
-        .arg("-o")
-        .arg(format!(
-            "url={},use_path_request_style,region={}",
-            server.endpoint, server.region
-        ))
-        .arg("-f")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("OSS_ACCESS_KEY_ID", &server.access_key)
-        .env("OSS_ACCESS_KEY_SECRET", &server.secret_key)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !is_mounted(mnt.path()) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "rossfs exited: the OSS keys were not used"
-        );
-        assert!(start.elapsed() < Duration::from_secs(30), "mount never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = mount_with_env_credentials(
+        &bucket,
+        mnt.path(),
+        &[
+            ("OSS_ACCESS_KEY_ID", server.access_key.as_ref()),
+            ("OSS_ACCESS_KEY_SECRET", server.secret_key.as_ref()),
+        ],
+        "the OSS keys were not used",
+    );
     fs::write(mnt.path().join("oss"), b"via OSS_* keys").unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    stop(child);
     assert_eq!(
         block_on(async { get_object(&s3_client().await, &bucket, "oss").await }),
         b"via OSS_* keys"
@@ -409,43 +429,23 @@ fn rotated_shared_credentials_file_is_used_without_a_remount() {
         fs::rename(&tmp, &creds).unwrap();
     };
     write(&old_id, &old_secret);
-    let server = server();
     let mnt = tempfile::tempdir().unwrap();
-    let mut child = Command::new(rossfs_bin())
-        .arg(&bucket)
-        .arg(mnt.path())
-        .arg("-o")
-        .arg(format!(
-            "url={},use_path_request_style,region={}",
-            server.endpoint, server.region
-        ))
-        .arg("-f")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
-        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !is_mounted(mnt.path()) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "rossfs exited: the profile keys were not used"
-        );
-        assert!(start.elapsed() < Duration::from_secs(30), "mount never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let no_config = dir.path().join("no-config");
+    let child = mount_with_env_credentials(
+        &bucket,
+        mnt.path(),
+        &[
+            ("AWS_SHARED_CREDENTIALS_FILE", creds.as_os_str()),
+            ("AWS_CONFIG_FILE", no_config.as_os_str()),
+        ],
+        "the profile keys were not used",
+    );
     fs::write(mnt.path().join("one"), b"old key").unwrap();
     let (new_id, new_secret) = new_key("awsfile-new", &bucket);
     write(&new_id, &new_secret);
     garage(&["key", "delete", "--yes", &old_id]);
     fs::write(mnt.path().join("two"), b"new key").unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    stop(child);
     let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
     assert_eq!(keys, vec!["one", "two"]);
 }
