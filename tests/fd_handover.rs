@@ -14,14 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tempfile::TempDir;
 
 /// Upper bound for anything the test waits for (the first answer, the daemon's exit).
 const DEADLINE: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(20);
 
 fn cstring(s: &str) -> CString {
     CString::new(s).expect("no NUL byte")
@@ -166,21 +165,13 @@ impl Handover {
         assert_eq!(rc, 0, "umount2: {}", std::io::Error::last_os_error());
         assert!(!is_mounted(self.path()), "still mounted after umount2");
         let mut child = self.child.take().expect("rossfs child");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for rossfs") {
-                return status;
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "rossfs still running {DEADLINE:?} after its mount was unmounted; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            thread::sleep(POLL);
-        }
+        let stderr = self.stderr();
+        wait_with_deadline(
+            &mut child,
+            DEADLINE,
+            "rossfs after its mount was unmounted",
+            || stderr.clone(),
+        )
     }
 }
 

@@ -187,35 +187,10 @@ fn mount(args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs `cmd` to completion within [`DEADLINE`]; output goes through files, because a daemon
-/// started underneath may keep inherited pipes open.
-fn run(mut cmd: Command) -> Output {
+/// Runs `cmd` to completion within [`DEADLINE`], output captured through files.
+fn run(cmd: Command) -> Output {
     let dir = TempDir::with_prefix("rossfs-pkg-out-").expect("output dir");
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    cmd.stdout(fs::File::create(&out).expect("stdout file"))
-        .stderr(fs::File::create(&err).expect("stderr file"));
-    let shown = format!("{cmd:?}");
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {shown}: {e}"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{shown} did not finish within {DEADLINE:?}; stderr:\n{}",
-                fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        thread::sleep(POLL);
-    };
-    Output {
-        status,
-        stdout: fs::read(&out).unwrap_or_default(),
-        stderr: fs::read(&err).unwrap_or_default(),
-    }
+    run_with_deadline(cmd, dir.path(), DEADLINE)
 }
 
 /// Runs `cmd` and panics with its output unless it exits 0.

@@ -685,29 +685,44 @@ pub fn mount_command(
 
 /// Run `cmd` to completion with its output captured in files (not pipes: a daemon that keeps
 /// the inherited stderr open would otherwise block the read), bounded by [`MOUNT_TIMEOUT`].
-fn run_bounded(mut cmd: Command, scratch: &Path) -> Output {
-    let out_path = scratch.join("rossfs.stdout");
-    let err_path = scratch.join("rossfs.stderr");
-    cmd.stdout(fs::File::create(&out_path).expect("create rossfs.stdout"))
-        .stderr(fs::File::create(&err_path).expect("create rossfs.stderr"));
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", rossfs_bin().display()));
+fn run_bounded(cmd: Command, scratch: &Path) -> Output {
+    run_with_deadline(cmd, scratch, MOUNT_TIMEOUT)
+}
+
+/// Waits for `child` to exit within `deadline`; on timeout kills it and panics with `what` and
+/// `details()` (typically its stderr).
+pub fn wait_with_deadline(
+    child: &mut Child,
+    deadline: Duration,
+    what: &str,
+    details: impl Fn() -> String,
+) -> ExitStatus {
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for rossfs") {
-            break status;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            return status;
         }
-        if started.elapsed() > MOUNT_TIMEOUT {
+        if started.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "rossfs did not return within {MOUNT_TIMEOUT:?}; stderr:\n{}",
-                fs::read_to_string(&err_path).unwrap_or_default()
-            );
+            panic!("{what} did not finish within {deadline:?}:\n{}", details());
         }
         thread::sleep(POLL_INTERVAL);
-    };
+    }
+}
+
+/// Runs `cmd` to completion within `deadline`, its output captured in files under `dir` (not
+/// pipes: a daemon that keeps an inherited stderr open would block a pipe reader).
+pub fn run_with_deadline(mut cmd: Command, dir: &Path, deadline: Duration) -> Output {
+    let out_path = dir.join("cmd.stdout");
+    let err_path = dir.join("cmd.stderr");
+    cmd.stdout(fs::File::create(&out_path).expect("create the stdout file"))
+        .stderr(fs::File::create(&err_path).expect("create the stderr file"));
+    let shown = format!("{cmd:?}");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {shown}: {e}"));
+    let status = wait_with_deadline(&mut child, deadline, &shown, || {
+        fs::read_to_string(&err_path).unwrap_or_default()
+    });
     Output {
         status,
         stdout: fs::read(&out_path).unwrap_or_default(),
@@ -820,7 +835,7 @@ impl Mount {
 
     /// File holding what the daemon wrote to the stderr it inherited (if it kept it).
     pub fn stderr_log(&self) -> PathBuf {
-        self.scratch.path().join("rossfs.stderr")
+        self.scratch.path().join("cmd.stderr")
     }
 
     /// `fusermount3 -u`, then wait until the mount is gone and the daemon has exited (so
