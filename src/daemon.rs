@@ -240,8 +240,7 @@ fn spawn_daemon() -> i32 {
         .env(READY_FD_ENV, write_fd.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir("/");
+        .stderr(Stdio::null());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -407,8 +406,23 @@ fn unmount(mountpoint: &Path) -> std::io::Result<()> {
 }
 
 /// Runs the mount to completion; returns the process exit code.
-pub fn run(req: MountRequest) -> i32 {
+pub fn run(mut req: MountRequest) -> i32 {
     let mut readiness = Readiness::from_env();
+    // The daemon starts in the caller's directory so relative paths mean what the caller
+    // meant; they are made absolute here, before it leaves for `/`.
+    if let Err(e) = req.options.make_paths_absolute() {
+        readiness.fail(&format!("cannot resolve a relative path option: {e}"));
+        return 1;
+    }
+    if !req.mountpoint.starts_with("/dev/fd/") {
+        if let Ok(abs) = std::path::absolute(&req.mountpoint) {
+            req.mountpoint = abs;
+        }
+    }
+    if readiness.is_daemon() {
+        // Do not keep the caller's directory (and its filesystem) busy.
+        let _ = std::env::set_current_dir("/");
+    }
     let handed_fd = handed_over_fd(&req.mountpoint);
     let mountpoint = match handed_fd {
         Some(Ok(_)) => req.mountpoint.clone(),
@@ -479,7 +493,10 @@ pub fn run(req: MountRequest) -> i32 {
             return 1;
         }
     };
-    let fs = S3Filesystem::new(store.clone(), &req.source, &req.options, mime);
+    let fs = {
+        let _in_runtime = rt.enter();
+        S3Filesystem::new(store.clone(), &req.source, &req.options, mime)
+    };
     if let Some(addr) = req.options.metrics_addr {
         let listener = match rt.block_on(tokio::net::TcpListener::bind(addr)) {
             Ok(l) => l,

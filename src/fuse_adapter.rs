@@ -3,7 +3,8 @@
 //! It is deliberately thin. Every handler that may touch the network moves its reply into a
 //! task on the tokio runtime and returns at once, so the FUSE threads never wait on S3 and many
 //! requests are in flight together; handlers that only touch memory (forget, opendir, statfs,
-//! link) answer inline. Errors arrive as errnos from the core.
+//! link, and lookup/getattr answered from the caches) answer inline, which spares a thread
+//! hand-off per `stat` in an `ls -l`. Errors arrive as errnos from the core.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -170,6 +171,16 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let start = Instant::now();
+        let cached = CALLER_PID.sync_scope(req.pid(), || self.fs.lookup_in_memory(parent.0, name));
+        if let Some(result) = cached {
+            metrics::global().fuse_op("lookup", start.elapsed(), result.is_err());
+            match result {
+                Ok(s) => entry(reply, s, &self.fs),
+                Err(e) => reply.fail(Errno::from_i32(e.0)),
+            }
+            return;
+        }
         let name = name.to_owned();
         self.spawn(
             req,
@@ -185,6 +196,15 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let start = Instant::now();
+        if let Some(result) = self.fs.getattr_in_memory(ino.0) {
+            metrics::global().fuse_op("getattr", start.elapsed(), result.is_err());
+            match result {
+                Ok(s) => reply.attr(&self.fs.ttl(), &file_attr(&s)),
+                Err(e) => reply.fail(Errno::from_i32(e.0)),
+            }
+            return;
+        }
         self.spawn(
             req,
             "getattr",

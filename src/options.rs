@@ -257,7 +257,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "dir_mode", value: "OOO", help: "mode of directories without mode metadata (default 0750)" },
     OptionDoc { name: "max_stat_cache_size", value: "N", help: "entries in the stat cache (default 100000)" },
     OptionDoc { name: "stat_cache_expire", value: "SECS", help: "how long attributes and names are cached, also by the kernel (default 60)" },
-    OptionDoc { name: "disable_noobj_cache", value: "", help: "do not cache the absence of a name (negative cache is on by default)" },
+    OptionDoc { name: "disable_noobj_cache", value: "", help: "do not cache the absence of a name nor the contents of directories (both are on by default)" },
     OptionDoc { name: "listobjectsv1", value: "", help: "list with ListObjects v1 instead of ListObjectsV2" },
     OptionDoc { name: "cache_dir", value: "DIR", help: "where files being written are staged once past max_dirty_memory (default: system temp dir)" },
     OptionDoc { name: "max_memory", value: "MIB", help: "memory for read-ahead shared by all open files (default 128)" },
@@ -341,6 +341,26 @@ fn reject_value(name: &str, value: Option<&str>) -> Result<(), OptionError> {
 }
 
 impl MountOptions {
+    /// Makes every path-valued option absolute against the current directory, for a daemon
+    /// that will change its directory to `/`.
+    pub fn make_paths_absolute(&mut self) -> std::io::Result<()> {
+        for path in [
+            self.passwd_file.as_mut(),
+            self.cache_dir.as_mut(),
+            self.log_file.as_mut(),
+            self.ca_bundle.as_mut(),
+            Some(&mut self.mime_file),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = std::path::absolute(&*path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Parses every `-o` argument (each a comma-separated list) into options, in order; later
     /// options win.
     pub fn parse<S: AsRef<str>>(groups: &[S]) -> Result<Self, OptionError> {

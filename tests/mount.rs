@@ -203,6 +203,9 @@ fn mkdir_writes_a_marker_and_rmdir_follows_posix() {
 #[test]
 fn hundred_mib_round_trips_both_ways() {
     let bucket = block_on(new_bucket("big"));
+    // Another client's object, there before the mount lists the root.
+    let other = pattern(100 << 20, 2);
+    block_on(async { put_object(&s3_client().await, &bucket, "through-api.bin", other.clone()).await });
     let m = Mount::mount(&bucket, &[]);
     let data = pattern(100 << 20, 1);
     fs::write(m.path().join("through-mount.bin"), &data).unwrap();
@@ -215,8 +218,6 @@ fn hundred_mib_round_trips_both_ways() {
     let h = block_on(head(&bucket, "through-mount.bin"));
     assert_eq!(h.content_length(), Some(100 << 20));
 
-    let other = pattern(100 << 20, 2);
-    block_on(async { put_object(&s3_client().await, &bucket, "through-api.bin", other.clone()).await });
     let read = fs::read(m.path().join("through-api.bin")).unwrap();
     assert!(read == other, "mount read differs from the object");
     m.unmount();
@@ -374,6 +375,23 @@ fn objects_written_through_the_api_appear_after_the_ttl() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(fs::read(&p).unwrap(), b"version two");
+    // Listings are remembered for the TTL too; a name added through the API shows up in
+    // readdir once it expires.
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(m.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(), ["later.txt"]);
+    block_on(async { put_object(&s3_client().await, &bucket, "also.txt", b"x".to_vec()).await });
+    let start = Instant::now();
+    while names() != ["also.txt", "later.txt"] {
+        assert!(start.elapsed() < Duration::from_secs(20), "new name never listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     m.unmount();
 }
 
@@ -729,4 +747,64 @@ fn inodes_the_kernel_forgets_are_dropped() {
         std::thread::sleep(Duration::from_millis(100));
     }
     m.unmount();
+}
+
+#[test]
+fn relative_mountpoint_and_option_paths_mean_the_callers_directory() {
+    // The daemon leaves for `/` so it keeps no directory busy; relative paths must have been
+    // resolved against the caller's directory first (they once mounted at /mnt instead).
+    let bucket = block_on(new_bucket("relative"));
+    let scratch = tempfile::TempDir::with_prefix("rossfs-relative-").unwrap();
+    let dir = scratch.path();
+    fs::create_dir(dir.join("mnt")).unwrap();
+    let server = server();
+    write_passwd_file(dir, &server.access_key, &server.secret_key);
+    let mut cmd = mount_command(
+        &bucket,
+        Path::new("mnt"),
+        Path::new("passwd"),
+        &["logfile=daemon.log"],
+    );
+    cmd.current_dir(dir);
+    let out = run_with_deadline(cmd, dir, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "mount with relative paths failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mnt = dir.join("mnt");
+    assert!(is_mounted(&mnt), "not mounted at the caller's ./mnt");
+    fs::write(mnt.join("hello"), b"relative").unwrap();
+    let client = block_on(s3_client());
+    assert_eq!(block_on(get_object(&client, &bucket, "hello")), b"relative");
+    assert!(
+        dir.join("daemon.log").exists(),
+        "logfile=daemon.log was not created in the caller's directory"
+    );
+    // The daemon's command line says `mnt`, as typed: find it by its bucket.
+    let daemons: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|pid| {
+            pid.parse::<u32>().is_ok()
+                && fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == bucket.as_bytes()))
+        })
+        .collect();
+    assert!(!daemons.is_empty(), "no process serves bucket {bucket}");
+    for pid in daemons {
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        assert_eq!(
+            cwd,
+            Path::new("/"),
+            "the daemon keeps the caller's directory busy"
+        );
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!is_mounted(&mnt));
 }

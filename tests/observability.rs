@@ -376,6 +376,83 @@ fn alibaba_oss_environment_variables_are_credentials() {
     );
 }
 
+/// Requests of type `op` the mount made so far, from a scrape.
+fn requests(text: &str, op: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("rossfs_s3_request_seconds_count{{op=\"{op}\"}} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn lookups_in_a_directory_made_elsewhere_cost_one_listing_then_nothing() {
+    let bucket = block_on(new_bucket("learned"));
+    let client = block_on(s3_client());
+    block_on(async {
+        put_object(&client, &bucket, "old/", Vec::new()).await;
+        put_object(&client, &bucket, "old/kept", b"x".to_vec()).await;
+        for i in 0..1005 {
+            put_object(&client, &bucket, &format!("big/k{i:04}"), Vec::new()).await;
+        }
+    });
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    let before = scrape(port);
+    for i in 0..20 {
+        fs::write(m.path().join(format!("old/new{i:02}")), b"n").unwrap();
+    }
+    assert_eq!(fs::read(m.path().join("old/kept")).unwrap(), b"x");
+    let after = scrape(port);
+    let delta = |op: &str| requests(&after, op) - requests(&before, op);
+    assert_eq!(delta("PutObject"), 20.0);
+    assert_eq!(
+        delta("ListObjectsV2"),
+        2.0,
+        "one listing page of the root and one of old/ answer every lookup"
+    );
+    assert_eq!(
+        delta("HeadObject"),
+        2.0,
+        "one HEAD for old/ and one for the file read"
+    );
+    // Within the TTL the listing is answered from memory, own creates included.
+    let mut names: Vec<String> = fs::read_dir(m.path().join("old"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("new{i:02}")).collect();
+    expected.push("kept".into());
+    expected.sort();
+    assert_eq!(names, expected);
+    let listed = scrape(port);
+    assert_eq!(
+        requests(&listed, "ListObjectsV2"),
+        requests(&after, "ListObjectsV2")
+    );
+    // A directory larger than one page: each miss is a single request.
+    for i in 0..5 {
+        assert_eq!(
+            errno_of(fs::metadata(m.path().join(format!("big/missing{i}")))),
+            libc::ENOENT
+        );
+    }
+    let missed = scrape(port);
+    let delta = |op: &str| requests(&missed, op) - requests(&listed, op);
+    assert_eq!(
+        delta("ListObjectsV2"),
+        6.0,
+        "first page once, then one LIST per miss"
+    );
+    assert_eq!(
+        delta("HeadObject"),
+        1.0,
+        "only big/'s marker, none for the misses"
+    );
+    assert_eq!(fs::metadata(m.path().join("big/k1004")).unwrap().len(), 0);
+    m.unmount();
+}
+
 #[test]
 fn creating_files_in_a_new_directory_costs_one_put_each() {
     let bucket = block_on(new_bucket("creates"));

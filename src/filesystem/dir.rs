@@ -3,7 +3,9 @@
 //! A directory handle lists lazily: each `readdir` that needs more entries fetches the next
 //! LIST page (1,000 keys), so a directory of 100,000 objects streams without a long first
 //! call. Offsets are positions in the handle's entry list (`.` and `..` first); children
-//! created by this mount and not uploaded yet are appended at the end.
+//! created by this mount and not uploaded yet are appended at the end. A directory whose
+//! contents are known (created by this mount, or listed completely within the stat TTL) is
+//! answered from memory without a LIST.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -12,12 +14,13 @@ use std::sync::Arc;
 
 use super::{lock, Caller, Errno, FsResult, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
+use crate::namespace::complete::ListingTicket;
 use crate::namespace::names::{check_name, entries_from_page};
 use crate::namespace::{join, ObjectState};
-use crate::store::PutOptions;
+use crate::store::{ListPage, PutOptions};
 
 /// Keys per listing page.
-const PAGE_KEYS: i32 = 1000;
+pub(super) const PAGE_KEYS: i32 = 1000;
 
 /// One directory entry as readdir returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct DirHandle {
     started: bool,
     done: bool,
     seen: HashSet<OsString>,
+    /// Taken when the listing started, to trust it as the complete contents at the end.
+    ticket: Option<ListingTicket>,
 }
 
 /// Inode number shown for an entry the inode table does not hold: a hash of its path with the
@@ -76,6 +81,7 @@ impl S3Filesystem {
             started: false,
             done: false,
             seen: HashSet::new(),
+            ticket: None,
         };
         lock(&self.dir_handles).insert(fh, Arc::new(tokio::sync::Mutex::new(handle)));
         self.table.open(ino);
@@ -93,33 +99,63 @@ impl S3Filesystem {
         }
     }
 
-    /// Fetches the next listing page into the handle.
+    /// Turns one listing page of the directory at `dir_path` into entries, noting what the
+    /// page proves exists (clearing negative cache entries, legacy `_$folder$` markers).
+    pub(super) fn absorb_page(
+        &self,
+        dir_path: &str,
+        prefix: &str,
+        page: &ListPage,
+        seen: &mut HashSet<OsString>,
+    ) -> Vec<(OsString, NodeKind)> {
+        let mut listed = Vec::new();
+        for e in entries_from_page(prefix, page, seen) {
+            let Some(name) = e.name.to_str() else { continue };
+            let path = join(dir_path, name);
+            self.cache.clear_absent(&path);
+            if e.legacy_marker {
+                lock(&self.legacy_dirs).insert(path);
+            }
+            listed.push((e.name, e.kind));
+        }
+        listed
+    }
+
+    fn push_entries(&self, h: &mut DirHandle, listed: &[(OsString, NodeKind)]) {
+        for (name, kind) in listed {
+            let ino = self
+                .table
+                .child(h.ino, name)
+                .map(|n| n.ino)
+                .unwrap_or_else(|| synthetic_ino(&join(&h.path, &name.to_string_lossy())));
+            h.entries.push(DirEntry {
+                ino,
+                kind: *kind,
+                name: name.clone(),
+            });
+        }
+    }
+
+    /// Fetches the next listing page into the handle, or all entries from memory when the
+    /// directory's contents are known (see [`crate::namespace::complete`]).
     async fn fetch_page(&self, h: &mut DirHandle) -> FsResult<()> {
+        if !h.started {
+            if let Some(known) = self.complete.entries(h.ino) {
+                h.started = true;
+                h.done = true;
+                self.push_entries(h, &known);
+                self.remember_listing(h.ino, &h.path, true, &known);
+                return Ok(());
+            }
+            h.ticket = Some(self.complete.ticket());
+        }
         let prefix = self.dir_key(&h.path);
         let first_page = h.token.is_none();
         let page = self.store.list(&prefix, true, h.token.take(), PAGE_KEYS).await?;
         h.started = true;
-        let mut listed: Vec<(OsString, NodeKind)> = Vec::new();
         h.token = page.next.clone();
-        for e in entries_from_page(&prefix, &page, &mut h.seen) {
-            let Some(name) = e.name.to_str() else { continue };
-            let path = join(&h.path, name);
-            self.cache.clear_absent(&path);
-            if e.legacy_marker {
-                lock(&self.legacy_dirs).insert(path.clone());
-            }
-            let ino = self
-                .table
-                .child(h.ino, &e.name)
-                .map(|n| n.ino)
-                .unwrap_or_else(|| synthetic_ino(&path));
-            listed.push((e.name.clone(), e.kind));
-            h.entries.push(DirEntry {
-                ino,
-                kind: e.kind,
-                name: e.name,
-            });
-        }
+        let listed = self.absorb_page(&h.path, &prefix, &page, &mut h.seen);
+        self.push_entries(h, &listed);
         self.remember_listing(h.ino, &h.path, first_page, &listed);
         if h.token.is_none() {
             h.done = true;
@@ -127,6 +163,10 @@ impl S3Filesystem {
                 if h.seen.insert(name.clone()) {
                     h.entries.push(DirEntry { ino, kind, name });
                 }
+            }
+            if let Some(ticket) = h.ticket.take() {
+                let all = h.entries[2..].iter().map(|e| (e.name.clone(), e.kind));
+                self.complete.mark_listed(h.ino, ticket, all);
             }
         }
         Ok(())
@@ -149,6 +189,7 @@ impl S3Filesystem {
             h.started = false;
             h.done = false;
             h.seen.clear();
+            h.ticket = None;
         }
         let mut i = offset as usize;
         loop {
@@ -194,7 +235,7 @@ impl S3Filesystem {
         let ino = self.table.upsert_child(parent, name, state, false);
         self.table.inc_lookup(ino);
         self.complete.mark(ino, []);
-        self.complete.added(parent, name);
+        self.complete.added(parent, name, NodeKind::Dir);
         self.touch_dir(parent);
         Ok(self.stat_of(&self.node(ino)?))
     }

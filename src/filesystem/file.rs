@@ -201,7 +201,7 @@ impl S3Filesystem {
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.register_handle(ino, writable, caller.pid);
-        self.complete.added(parent, name);
+        self.complete.added(parent, name, NodeKind::File);
         self.touch_dir(parent);
         Ok((self.stat_of(&self.node(ino)?), fh))
     }

@@ -194,12 +194,17 @@ pub struct S3Filesystem {
     listings: Mutex<prefetch::ListingMemory>,
     /// Paths being resolved, shared by lookups and prefetches.
     resolving: prefetch::InFlight,
+    /// Directories being listed to answer lookup misses.
+    learning: prefetch::Learning,
     /// Read-ahead memory shared by all open files.
     read_budget: crate::fileio::ReadBudget,
     /// Bounds the prefetch requests in flight.
     prefetch_permits: Arc<tokio::sync::Semaphore>,
     /// This filesystem, for tasks that outlive a request.
     me: std::sync::Weak<S3Filesystem>,
+    /// The runtime, for tasks started from a FUSE thread (construct inside the runtime's
+    /// context to have one).
+    rt: Option<tokio::runtime::Handle>,
     /// Paths seen in listings only as s3fs `name_$folder$` markers.
     legacy_dirs: Mutex<std::collections::HashSet<String>>,
 }
@@ -276,10 +281,18 @@ impl S3Filesystem {
             legacy_dirs: Mutex::new(Default::default()),
             mime,
             listings: Mutex::new(Default::default()),
-            complete: crate::namespace::complete::CompleteDirs::new(opts.stat_cache_expire),
+            // Knowing a directory's contents means knowing which names are absent: without
+            // the negative cache, every lookup and listing asks the store.
+            complete: crate::namespace::complete::CompleteDirs::new(if opts.negative_cache {
+                opts.stat_cache_expire
+            } else {
+                Duration::ZERO
+            }),
             resolving: Mutex::new(Default::default()),
+            learning: Mutex::new(Default::default()),
             prefetch_permits: Arc::new(tokio::sync::Semaphore::new(prefetch::PREFETCH_PARALLEL)),
             me: me.clone(),
+            rt: tokio::runtime::Handle::try_current().ok(),
             read_budget: crate::fileio::ReadBudget::new(opts.max_memory),
         })
     }
@@ -357,27 +370,57 @@ impl S3Filesystem {
         });
     }
 
-    /// Resolves `name` in `parent` without taking a kernel reference.
-    async fn find_child(&self, parent: u64, name: &OsStr) -> FsResult<Node> {
-        let name_str = check_name(name).map_err(|e| match e {
-            NameError::TooLong => Errno::ENAMETOOLONG,
-            NameError::Invalid => Errno::ENOENT,
-        })?;
-        self.dir_node(parent)?;
+    /// Resolves `name` in `parent` from memory alone; `None` if that needs the store.
+    fn find_child_in_memory(&self, parent: u64, name: &OsStr) -> Option<FsResult<Node>> {
+        let name_str = match check_name(name) {
+            Ok(n) => n,
+            Err(NameError::TooLong) => return Some(Err(Errno::ENAMETOOLONG)),
+            Err(NameError::Invalid) => return Some(Err(Errno::ENOENT)),
+        };
+        if let Err(e) = self.dir_node(parent) {
+            return Some(Err(e));
+        }
         if let Some(child) = self.table.child(parent, name) {
             if child.local_only || (child.opens > 0 && child.state.attr.kind == NodeKind::File) {
-                return Ok(child);
+                return Some(Ok(child));
             }
         }
-        let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+        let Some(path) = self.table.child_path(parent, name_str) else {
+            return Some(Err(Errno::ENOENT));
+        };
         if let Some(state) = self.cache.get(&path) {
             crate::metrics::global().stat_cache_hit();
+            self.walked(parent, name);
             let ino = self.table.upsert_child(parent, name, state, false);
-            return self.node(ino);
+            return Some(self.node(ino));
         }
         if self.cache.is_absent(&path) || self.complete.knows_absent(parent, name) {
             crate::metrics::global().negative_cache_hit();
-            return Err(Errno::ENOENT);
+            return Some(Err(Errno::ENOENT));
+        }
+        None
+    }
+
+    /// `lookup` when memory can answer it (no request); `None` if the store is needed.
+    pub fn lookup_in_memory(&self, parent: u64, name: &OsStr) -> Option<FsResult<Stat>> {
+        Some(self.find_child_in_memory(parent, name)?.map(|node| {
+            self.table.inc_lookup(node.ino);
+            self.stat_of(&node)
+        }))
+    }
+
+    /// Resolves `name` in `parent` without taking a kernel reference.
+    async fn find_child(&self, parent: u64, name: &OsStr) -> FsResult<Node> {
+        if let Some(found) = self.find_child_in_memory(parent, name) {
+            return found;
+        }
+        let name_str = check_name(name).map_err(|_| Errno::ENOENT)?;
+        let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+        if let Some(parent_path) = self.table.path_of(parent) {
+            self.learn_directory(parent, &parent_path).await?;
+            if self.complete.knows_absent(parent, name) {
+                return Err(Errno::ENOENT);
+            }
         }
         let resolved = self.resolve_child(parent, name, &path).await?;
         match resolved {
@@ -408,17 +451,27 @@ impl S3Filesystem {
         self.table.forget(ino, n);
     }
 
+    /// `getattr` when memory can answer it; `None` if the store is needed.
+    pub fn getattr_in_memory(&self, ino: u64) -> Option<FsResult<Stat>> {
+        let node = match self.node(ino) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        if node.state.attr.kind == NodeKind::Dir || node.local_only || node.opens > 0 || !node.linked {
+            return Some(Ok(self.stat_of(&node)));
+        }
+        let path = self.table.path_of(ino)?;
+        self.cache.get(&path).is_some().then(|| Ok(self.stat_of(&node)))
+    }
+
     /// `getattr`: directories and files with local changes answer from memory; other files are
     /// re-read from the bucket once their cached attributes expire.
     pub async fn getattr(&self, ino: u64) -> FsResult<Stat> {
+        if let Some(answer) = self.getattr_in_memory(ino) {
+            return answer;
+        }
         let node = self.node(ino)?;
-        if node.state.attr.kind == NodeKind::Dir || node.local_only || node.opens > 0 || !node.linked {
-            return Ok(self.stat_of(&node));
-        }
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
-        if self.cache.get(&path).is_some() {
-            return Ok(self.stat_of(&node));
-        }
         let key = self.key_for_path(&path);
         match self.store.head(&key).await? {
             Some(info) => {

@@ -10,7 +10,7 @@
 //!   `find`) cost nothing extra. Results land in the stat cache with their real metadata, so
 //!   per-object modes and owners stay correct.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -41,6 +41,8 @@ struct Listing {
     taken: Instant,
     names: Vec<(OsString, NodeKind)>,
     index: HashMap<OsString, usize>,
+    /// Entries before this index have been prefetched (or looked up).
+    prefetched_to: usize,
 }
 
 /// Recent listings, most recently used last.
@@ -52,6 +54,9 @@ pub(super) struct ListingMemory {
 
 /// Paths being resolved right now, shared by everyone who asks.
 pub(super) type InFlight = Mutex<HashMap<String, Arc<OnceCell<Resolved>>>>;
+
+/// Directories being listed to answer lookups, shared by everyone who asks.
+pub(super) type Learning = Mutex<HashMap<u64, Arc<OnceCell<Result<(), Errno>>>>>;
 
 impl S3Filesystem {
     /// Records entries of directory `dir` (at `path`) as a listing returns them.
@@ -72,6 +77,7 @@ impl S3Filesystem {
                         taken: Instant::now(),
                         names: Vec::new(),
                         index: HashMap::new(),
+                        prefetched_to: 0,
                     })),
                 );
             }
@@ -94,16 +100,94 @@ impl S3Filesystem {
         }
     }
 
-    /// The kind a recent listing of `parent` gave `name`, and the names after it.
-    fn listed(&self, parent: u64, name: &OsStr) -> Option<Listed> {
+    /// True if a recent listing of `dir` is remembered (a readdir is going through it).
+    fn has_listing(&self, dir: u64) -> bool {
+        let listing = lock(&self.listings).dirs.get(&dir).cloned();
+        listing.is_some_and(|l| lock(&l).taken.elapsed() <= self.cfg.ttl)
+    }
+
+    /// The kind a recent listing of `parent` gave `name`, the directory's path, and the
+    /// entries to prefetch now: the window of the next PREFETCH_AHEAD entries is topped up
+    /// whenever fewer than half of them are left, so a caller walking the listing in order
+    /// rarely waits for a request.
+    fn listed_in_memory(&self, parent: u64, name: &OsStr) -> Option<Listed> {
         let listing = lock(&self.listings).dirs.get(&parent).cloned()?;
-        let l = lock(&listing);
+        let mut l = lock(&listing);
         if l.taken.elapsed() > self.cfg.ttl {
             return None;
         }
         let i = *l.index.get(name)?;
-        let ahead = l.names.iter().skip(i + 1).take(PREFETCH_AHEAD).cloned().collect();
+        let ahead = if l.prefetched_to < i + 1 + PREFETCH_AHEAD / 2 {
+            let from = l.prefetched_to.max(i + 1);
+            let to = (i + 1 + PREFETCH_AHEAD).min(l.names.len());
+            l.prefetched_to = to;
+            l.names.get(from..to).map(<[_]>::to_vec).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         Some((l.names[i].1, l.path.clone(), ahead))
+    }
+
+    /// Like [`Self::listed_in_memory`], falling back to the known contents of `parent`.
+    fn listed(&self, parent: u64, name: &OsStr) -> Option<Listed> {
+        self.listed_in_memory(parent, name).or_else(|| {
+            let kind = self.complete.kind_of(parent, name)?;
+            let path = self.table.path_of(parent)?;
+            let ahead = self.complete.entries_after(parent, name, PREFETCH_AHEAD);
+            Some((kind, path, ahead))
+        })
+    }
+
+    /// Called when a lookup of `name` in `parent` was answered from the cache: keeps the
+    /// prefetch window of a listing being walked ahead of the caller.
+    pub(super) fn walked(&self, parent: u64, name: &OsStr) {
+        if let Some((_, dir_path, ahead)) = self.listed_in_memory(parent, name) {
+            if !ahead.is_empty() {
+                self.prefetch(&dir_path, ahead);
+            }
+        }
+    }
+
+    /// Makes the contents of directory `dir` (at `path`) known from one LIST page when they
+    /// fit in one: a lookup miss in it is then answered without a request, a hit with one
+    /// HEAD, and later misses (a loop creating files, a tool probing names) cost nothing. A
+    /// directory larger than a page is remembered as such for the TTL and its names are
+    /// resolved one by one. Concurrent lookups share one listing.
+    pub(super) async fn learn_directory(&self, dir: u64, path: &str) -> Result<(), Errno> {
+        if !self.complete.enabled()
+            || self.complete.is_known(dir)
+            || self.complete.seems_large(dir)
+            || self.has_listing(dir)
+        {
+            return Ok(());
+        }
+        let cell = lock(&self.learning).entry(dir).or_default().clone();
+        let result = cell
+            .get_or_init(|| async {
+                let ticket = self.complete.ticket();
+                let prefix = self.dir_key(path);
+                let page = self
+                    .store
+                    .list(&prefix, true, None, super::dir::PAGE_KEYS)
+                    .await?;
+                let listed = self.absorb_page(path, &prefix, &page, &mut HashSet::new());
+                self.remember_listing(dir, path, true, &listed);
+                if page.next.is_some() {
+                    self.complete.note_large(dir);
+                } else {
+                    let local = self.table.local_children(dir).into_iter().map(|(n, _, k)| (n, k));
+                    self.complete
+                        .mark_listed(dir, ticket, listed.into_iter().chain(local));
+                }
+                Ok(())
+            })
+            .await;
+        let result = *result;
+        let mut learning = lock(&self.learning);
+        if learning.get(&dir).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            learning.remove(&dir);
+        }
+        result
     }
 
     /// What `path` is, asking the store at most once however many callers want it now.
@@ -184,6 +268,13 @@ impl S3Filesystem {
     /// Starts resolving listed entries that are neither cached nor already being resolved.
     fn prefetch(&self, dir_path: &str, ahead: Vec<(OsString, NodeKind)>) {
         let Some(me) = self.me.upgrade() else { return };
+        // Lookups answered from memory run on a FUSE thread, outside the runtime.
+        let Some(rt) = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.rt.clone())
+        else {
+            return;
+        };
         for (name, kind) in ahead {
             let Some(name) = name.to_str() else { continue };
             let path = join(dir_path, name);
@@ -205,8 +296,8 @@ impl S3Filesystem {
             };
             // The prefetch is made on behalf of the process that is listing.
             match crate::metrics::CALLER_PID.try_with(|p| *p) {
-                Ok(pid) => tokio::spawn(crate::metrics::CALLER_PID.scope(pid, work)),
-                Err(_) => tokio::spawn(work),
+                Ok(pid) => rt.spawn(crate::metrics::CALLER_PID.scope(pid, work)),
+                Err(_) => rt.spawn(work),
             };
         }
     }

@@ -89,7 +89,7 @@ impl S3Filesystem {
             drop(guard);
         }
         self.complete.removed(parent, name);
-        self.complete.added(newparent, newname);
+        self.complete.added(newparent, newname, src.state.attr.kind);
         let now = std::time::SystemTime::now();
         self.table.update(src.ino, |n| n.state.attr.ctime = now);
         self.cache.invalidate_tree(&src_path);

@@ -35,6 +35,7 @@ impl S3Filesystem {
     ) -> FsResult<Stat> {
         let name_str = check_name(name)?;
         let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+        let kind = attrs.kind;
         let put = PutOptions {
             content_type: if attrs.kind == NodeKind::File {
                 self.mime.for_name(name_str).to_string()
@@ -54,7 +55,7 @@ impl S3Filesystem {
         self.cache.put(&path, state.clone());
         let ino = self.table.upsert_child(parent, name, state, false);
         self.table.inc_lookup(ino);
-        self.complete.added(parent, name);
+        self.complete.added(parent, name, kind);
         self.touch_dir(parent);
         Ok(self.stat_of(&self.node(ino)?))
     }

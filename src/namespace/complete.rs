@@ -1,26 +1,75 @@
-//! Directories whose complete contents this mount knows.
+//! Directories whose complete contents this mount knows: names and kinds, for the stat TTL.
 //!
-//! A directory is known completely when this mount created it (empty then); from then on the
-//! mount's own creates, unlinks and renames keep the set of names current. (A listing is not
-//! used as complete knowledge: a create racing with it could be missed.) While that knowledge is younger than the stat cache TTL, looking up a name that is
-//! not in the set needs no request: creating 1,000 files in a new directory costs 1,000 PUTs,
-//! not 3,000 requests. Names added by other clients show up after the TTL, as with the
-//! negative cache.
+//! A directory is known completely when this mount created it (empty then), or when a listing
+//! of it finished while the mount itself changed nothing in it (a create or unlink racing with
+//! the listing could be missing from it, so such a listing is not trusted: every own change
+//! bumps a sequence number the listing compares against). From then on the mount's own
+//! creates, unlinks and renames keep the entries current. While that knowledge is younger than
+//! the stat cache TTL:
+//! * looking up a name not in the set needs no request (creating 1,000 files costs 1,000 PUTs,
+//!   not 3,000 requests),
+//! * `readdir` is answered from memory (a warm `ls -l` sends no LIST).
+//!
+//! Names added by other clients show up after the TTL, as with the negative cache. Memory is
+//! bounded by a total number of names; the least recently marked directories go first.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::attr::NodeKind;
+
 /// Directories tracked at once.
-const TRACKED: usize = 256;
-/// Larger listings are not kept as complete knowledge.
-const MAX_NAMES: usize = 100_000;
+const TRACKED: usize = 1024;
+/// Larger directories are not kept as complete knowledge.
+const MAX_NAMES: usize = 250_000;
+/// Names kept over all directories.
+const TOTAL_NAMES: usize = 1_000_000;
+/// Own changes remembered per directory before the record is reset (a reset makes listings
+/// running at that moment untrusted, which only costs a later request).
+const CHANGES_KEPT: usize = 4096;
+
+/// A listing's place in the sequence of own changes, taken before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingTicket(u64);
+
+#[derive(Debug)]
+struct Known {
+    since: Instant,
+    names: BTreeMap<OsString, NodeKind>,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
-    dirs: HashMap<u64, (Instant, HashSet<OsString>)>,
+    dirs: HashMap<u64, Known>,
     order: VecDeque<u64>,
+    total: usize,
+    /// Sequence number of the last own change.
+    seq: u64,
+    /// Last own change per directory.
+    changed: HashMap<u64, u64>,
+    /// Changes at or before this number were forgotten.
+    floor: u64,
+    /// Directories found too large for one listing page, and when.
+    large: HashMap<u64, Instant>,
+}
+
+impl Inner {
+    fn drop_dir(&mut self, dir: u64) {
+        if let Some(k) = self.dirs.remove(&dir) {
+            self.total -= k.names.len();
+        }
+    }
+
+    fn record_change(&mut self, dir: u64) {
+        self.seq += 1;
+        if self.changed.len() >= CHANGES_KEPT && !self.changed.contains_key(&dir) {
+            self.changed.clear();
+            self.floor = self.seq - 1;
+        }
+        self.changed.insert(dir, self.seq);
+    }
 }
 
 /// The set of completely known directories.
@@ -43,49 +92,147 @@ impl CompleteDirs {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `dir` holds exactly `names` now.
-    pub fn mark(&self, dir: u64, names: impl IntoIterator<Item = OsString>) {
-        let names: HashSet<OsString> = names.into_iter().take(MAX_NAMES + 1).collect();
-        let mut inner = self.lock();
+    fn fresh<'a>(&self, inner: &'a Inner, dir: u64) -> Option<&'a Known> {
+        inner.dirs.get(&dir).filter(|k| k.since.elapsed() < self.ttl)
+    }
+
+    /// `dir` holds exactly `entries` now (it was just created, or its listing is trusted).
+    pub fn mark(&self, dir: u64, entries: impl IntoIterator<Item = (OsString, NodeKind)>) {
+        let names: BTreeMap<OsString, NodeKind> = entries.into_iter().take(MAX_NAMES + 1).collect();
+        Self::mark_locked(&mut self.lock(), dir, names);
+    }
+
+    fn mark_locked(inner: &mut Inner, dir: u64, names: BTreeMap<OsString, NodeKind>) {
+        inner.drop_dir(dir);
+        inner.order.retain(|d| *d != dir);
+        inner.large.remove(&dir);
         if names.len() > MAX_NAMES {
-            inner.dirs.remove(&dir);
             return;
         }
-        inner.dirs.insert(dir, (Instant::now(), names));
-        inner.order.retain(|d| *d != dir);
+        inner.total += names.len();
+        inner.dirs.insert(
+            dir,
+            Known {
+                since: Instant::now(),
+                names,
+            },
+        );
         inner.order.push_back(dir);
-        while inner.order.len() > TRACKED {
-            if let Some(old) = inner.order.pop_front() {
-                inner.dirs.remove(&old);
-            }
+        while inner.order.len() > TRACKED || inner.total > TOTAL_NAMES {
+            let Some(old) = inner.order.pop_front() else { break };
+            inner.drop_dir(old);
         }
     }
 
-    /// `name` now exists in `dir`.
-    pub fn added(&self, dir: u64, name: &OsStr) {
-        if let Some((_, names)) = self.lock().dirs.get_mut(&dir) {
-            names.insert(name.to_os_string());
+    /// Call before listing `dir` for [`Self::mark_listed`].
+    pub fn ticket(&self) -> ListingTicket {
+        ListingTicket(self.lock().seq)
+    }
+
+    /// Marks `dir` as holding `entries` if the mount changed nothing in it since `ticket` was
+    /// taken. Returns whether it did.
+    pub fn mark_listed(
+        &self,
+        dir: u64,
+        ticket: ListingTicket,
+        entries: impl IntoIterator<Item = (OsString, NodeKind)>,
+    ) -> bool {
+        let names: BTreeMap<OsString, NodeKind> = entries.into_iter().take(MAX_NAMES + 1).collect();
+        let mut inner = self.lock();
+        let unchanged = ticket.0 >= inner.floor && inner.changed.get(&dir).is_none_or(|c| *c <= ticket.0);
+        if unchanged {
+            Self::mark_locked(&mut inner, dir, names);
+        }
+        unchanged
+    }
+
+    /// `name` (of `kind`) now exists in `dir`.
+    pub fn added(&self, dir: u64, name: &OsStr, kind: NodeKind) {
+        let mut inner = self.lock();
+        inner.record_change(dir);
+        if let Some(k) = inner.dirs.get_mut(&dir) {
+            if k.names.insert(name.to_os_string(), kind).is_none() {
+                inner.total += 1;
+            }
         }
     }
 
     /// `name` no longer exists in `dir`.
     pub fn removed(&self, dir: u64, name: &OsStr) {
-        if let Some((_, names)) = self.lock().dirs.get_mut(&dir) {
-            names.remove(name);
+        let mut inner = self.lock();
+        inner.record_change(dir);
+        if let Some(k) = inner.dirs.get_mut(&dir) {
+            if k.names.remove(name).is_some() {
+                inner.total -= 1;
+            }
         }
+    }
+
+    /// False when nothing is ever trusted (a zero TTL).
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    /// True if the contents of `dir` are known now.
+    pub fn is_known(&self, dir: u64) -> bool {
+        self.fresh(&self.lock(), dir).is_some()
     }
 
     /// True if `name` is known not to exist in `dir`.
     pub fn knows_absent(&self, dir: u64, name: &OsStr) -> bool {
-        match self.lock().dirs.get(&dir) {
-            Some((since, names)) => since.elapsed() < self.ttl && !names.contains(name),
-            None => false,
+        self.fresh(&self.lock(), dir)
+            .is_some_and(|k| !k.names.contains_key(name))
+    }
+
+    /// The kind of `name` in `dir`, if the contents of `dir` are known and hold it.
+    pub fn kind_of(&self, dir: u64, name: &OsStr) -> Option<NodeKind> {
+        self.fresh(&self.lock(), dir)?.names.get(name).copied()
+    }
+
+    /// All entries of `dir` in name order, if known.
+    pub fn entries(&self, dir: u64) -> Option<Vec<(OsString, NodeKind)>> {
+        let inner = self.lock();
+        let k = self.fresh(&inner, dir)?;
+        Some(k.names.iter().map(|(n, k)| (n.clone(), *k)).collect())
+    }
+
+    /// Up to `n` entries of `dir` after `name`, in name order, if known.
+    pub fn entries_after(&self, dir: u64, name: &OsStr, n: usize) -> Vec<(OsString, NodeKind)> {
+        let inner = self.lock();
+        let Some(k) = self.fresh(&inner, dir) else {
+            return Vec::new();
+        };
+        use std::ops::Bound;
+        k.names
+            .range::<OsStr, _>((Bound::Excluded(name), Bound::Unbounded))
+            .take(n)
+            .map(|(n, k)| (n.clone(), *k))
+            .collect()
+    }
+
+    /// `dir` did not fit one listing page; [`Self::seems_large`] says so for the TTL.
+    pub fn note_large(&self, dir: u64) {
+        let mut inner = self.lock();
+        if inner.large.len() >= TRACKED {
+            inner.large.clear();
         }
+        inner.large.insert(dir, Instant::now());
+    }
+
+    /// True if `dir` recently did not fit one listing page.
+    pub fn seems_large(&self, dir: u64) -> bool {
+        self.lock()
+            .large
+            .get(&dir)
+            .is_some_and(|t| t.elapsed() < self.ttl)
     }
 
     /// Forgets what is known of `dir`.
     pub fn forget(&self, dir: u64) {
-        self.lock().dirs.remove(&dir);
+        let mut inner = self.lock();
+        inner.drop_dir(dir);
+        inner.order.retain(|d| *d != dir);
+        inner.large.remove(&dir);
     }
 }
 
@@ -93,14 +240,19 @@ impl CompleteDirs {
 mod tests {
     use super::*;
 
+    fn f(name: &str) -> (OsString, NodeKind) {
+        (name.into(), NodeKind::File)
+    }
+
     #[test]
     fn tracks_names_and_expires() {
         let c = CompleteDirs::new(Duration::from_secs(60));
         assert!(!c.knows_absent(1, OsStr::new("a")), "unknown directory: no claim");
         c.mark(1, []);
         assert!(c.knows_absent(1, OsStr::new("a")));
-        c.added(1, OsStr::new("a"));
+        c.added(1, OsStr::new("a"), NodeKind::File);
         assert!(!c.knows_absent(1, OsStr::new("a")));
+        assert_eq!(c.kind_of(1, OsStr::new("a")), Some(NodeKind::File));
         c.removed(1, OsStr::new("a"));
         assert!(c.knows_absent(1, OsStr::new("a")));
         let short = CompleteDirs::new(Duration::ZERO);
@@ -109,5 +261,67 @@ mod tests {
             !short.knows_absent(1, OsStr::new("a")),
             "expired knowledge is not used"
         );
+        assert!(short.entries(1).is_none());
+    }
+
+    #[test]
+    fn a_listing_racing_with_own_changes_is_not_trusted() {
+        let c = CompleteDirs::new(Duration::from_secs(60));
+        let t = c.ticket();
+        c.added(7, OsStr::new("new"), NodeKind::File);
+        assert!(
+            !c.mark_listed(7, t, [f("old")]),
+            "a create ran during the listing"
+        );
+        assert!(!c.is_known(7));
+        let t = c.ticket();
+        c.added(8, OsStr::new("elsewhere"), NodeKind::File);
+        assert!(
+            c.mark_listed(7, t, [f("old"), f("new")]),
+            "changes elsewhere do not matter"
+        );
+        assert_eq!(c.entries(7).map(|e| e.len()), Some(2));
+        let t = c.ticket();
+        c.removed(7, OsStr::new("old"));
+        assert!(!c.mark_listed(7, t, [f("old"), f("new")]));
+        assert!(
+            c.knows_absent(7, OsStr::new("old")),
+            "the marked set follows the unlink"
+        );
+    }
+
+    #[test]
+    fn forgotten_changes_make_running_listings_untrusted() {
+        let c = CompleteDirs::new(Duration::from_secs(60));
+        let t = c.ticket();
+        for d in 0..(CHANGES_KEPT as u64 + 10) {
+            c.added(1000 + d, OsStr::new("x"), NodeKind::File);
+        }
+        assert!(!c.mark_listed(1, t, [f("a")]), "the record of changes was reset");
+        let t = c.ticket();
+        assert!(c.mark_listed(1, t, [f("a")]));
+    }
+
+    #[test]
+    fn entries_after_follow_name_order_and_memory_is_bounded() {
+        let c = CompleteDirs::new(Duration::from_secs(60));
+        c.mark(1, [f("c"), f("a"), f("b"), f("d")]);
+        let after: Vec<_> = c
+            .entries_after(1, OsStr::new("b"), 5)
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(after, vec![OsString::from("c"), OsString::from("d")]);
+        c.mark(2, (0..MAX_NAMES + 1).map(|i| f(&i.to_string())));
+        assert!(!c.is_known(2), "too large to keep");
+        for d in 10..(10 + TRACKED as u64 + 5) {
+            c.mark(d, [f("x")]);
+        }
+        assert!(!c.is_known(1), "least recently marked directory went first");
+        assert!(c.is_known(10 + TRACKED as u64 + 4));
+        c.note_large(3);
+        assert!(c.seems_large(3));
+        c.forget(3);
+        assert!(!c.seems_large(3));
     }
 }

@@ -1,8 +1,9 @@
 //! Deciding what a path is, from the bucket.
 //!
-//! A lookup miss sends a HEAD of `key` and a one-key listing of `key/` at the same time (one
-//! round trip). Rules, in order: anything under `key/` makes a directory (explicit when `key/`
-//! itself exists, then its metadata is read; implicit otherwise) and wins over a file `key`;
+//! A name nobody has listed is resolved with one LIST of the prefix `key` (so a miss costs one
+//! request), then a HEAD of what it found. Rules, in order: anything under `key/`
+//! makes a directory (explicit when `key/` itself exists, then its metadata is read; implicit
+//! otherwise) and wins over a file `key`;
 //! else the object `key` is a directory, symlink or file by its mode metadata and content type;
 //! else the path does not exist. A failed request is an error, never "absent": mistaking a
 //! transient error for absence is how s3fs once overwrote objects.
@@ -43,7 +44,16 @@ pub fn implicit_dir_state(pres: &Presentation, mount_time: SystemTime) -> Object
     }
 }
 
+/// Keys asked for when resolving one name: enough to reach `key/` past names like `key.txt`.
+const NEAR_KEYS: i32 = 100;
+
 /// What `key` (a store key without trailing slash) is; `Ok(None)` if nothing is there.
+///
+/// One LIST of the prefix `key` answers a miss (the usual case for a name nobody has listed: a
+/// create, a probe) in one request: it returns the object `key`, then the marker `key/` and the
+/// first key under it if they exist, as only names like `key.txt` or `key-1` sort between.
+/// Should those fill the page, a second one-key LIST of `key/` settles the directory. A file or
+/// an explicit directory then needs one HEAD for its metadata; an implicit one needs nothing.
 pub async fn resolve_key(
     store: &ObjectStore,
     pres: &Presentation,
@@ -51,25 +61,45 @@ pub async fn resolve_key(
     mount_time: SystemTime,
 ) -> Result<Option<ObjectState>, StoreError> {
     let dir_prefix = format!("{key}/");
-    let (head, list) = tokio::join!(store.head(key), store.list(&dir_prefix, false, None, 1));
-    let list = list?;
+    let page = store.list(key, false, None, NEAR_KEYS).await?;
+    let file = page.objects.iter().any(|o| o.key == key);
+    let mut under = page.objects.iter().filter(|o| o.key.starts_with(&dir_prefix));
+    let (mut dir, mut explicit) = match under.next() {
+        Some(first) => (true, first.key == dir_prefix),
+        None => (false, false),
+    };
+    let reached = page
+        .objects
+        .last()
+        .is_some_and(|o| o.key.as_str() >= dir_prefix.as_str());
+    if !dir && page.next.is_some() && !reached {
+        // Many names sort between `key` and `key/`: ask about the directory directly.
+        let sub = store.list(&dir_prefix, false, None, 1).await?;
+        if let Some(first) = sub.objects.first() {
+            dir = true;
+            explicit = first.key == dir_prefix;
+        }
+    }
     let now = SystemTime::now();
-    if let Some(first) = list.objects.first() {
-        if head.as_ref().is_ok_and(|h| h.is_some()) {
+    if dir {
+        if file {
             tracing::warn!(
                 key,
                 "both a file and a directory of this name exist; showing the directory"
             );
         }
-        if first.key == dir_prefix {
+        if explicit {
             if let Some(info) = store.head(&dir_prefix).await? {
                 return Ok(Some(state_from_head(&info, pres, now)));
             }
         }
         return Ok(Some(implicit_dir_state(pres, mount_time)));
     }
-    if !list.prefixes.is_empty() {
-        return Ok(Some(implicit_dir_state(pres, mount_time)));
+    if !file {
+        return Ok(None);
     }
-    Ok(head?.map(|info| state_from_head(&info, pres, now)))
+    Ok(store
+        .head(key)
+        .await?
+        .map(|info| state_from_head(&info, pres, now)))
 }
