@@ -285,6 +285,13 @@ pub fn posix_metadata(attrs: &Attributes) -> HashMap<String, String> {
     m
 }
 
+/// Removes the time keys (`mtime`, `ctime`) from POSIX metadata: the object's Last-Modified
+/// then stands for both, as for objects written by other tools.
+pub fn drop_times(meta: &mut HashMap<String, String>) {
+    meta.remove(keys::MTIME);
+    meta.remove(keys::CTIME);
+}
+
 /// User metadata other than the POSIX keys, to carry over when an object is rewritten.
 pub fn foreign_metadata(meta: &HashMap<String, String>) -> HashMap<String, String> {
     meta.iter()

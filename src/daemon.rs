@@ -462,6 +462,7 @@ pub fn run(mut req: MountRequest) -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rossfs-io")
+        .worker_threads(req.options.io_threads)
         .build()
     {
         Ok(rt) => rt,

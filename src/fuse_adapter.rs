@@ -510,7 +510,17 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may cache what readdir returns; it keeps that cache across opens only
+            // while the mount knows the directory's contents (own changes through the kernel
+            // invalidate it anyway), so a warm `ls` is served without a request to us.
+            Ok((fh, known)) => reply.opened(
+                FileHandle(fh),
+                if known {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::FOPEN_CACHE_DIR
+                },
+            ),
             Err(e) => reply.error(Errno::from_i32(e.0)),
         }
     }

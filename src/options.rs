@@ -158,6 +158,8 @@ pub struct MountOptions {
     pub readwrite_timeout: Duration,
     /// FUSE threads reading requests from the kernel (`fuse_threads=`).
     pub fuse_threads: usize,
+    /// Threads running S3 requests and file operations (`io_threads=`).
+    pub io_threads: usize,
     /// Errno for `link(2)` (`hardlink_errno=enotsup|eperm`).
     pub hardlink_errno: HardlinkErrno,
     /// Extra kernel mount flags passed through (`nosuid`, `nodev`, `noexec`, ...).
@@ -207,6 +209,7 @@ impl Default for MountOptions {
             connect_timeout: Duration::from_secs(10),
             readwrite_timeout: Duration::from_secs(120),
             fuse_threads: 2,
+            io_threads: default_io_threads(),
             hardlink_errno: HardlinkErrno::Enotsup,
             kernel_flags: Vec::new(),
             storage_class: None,
@@ -277,6 +280,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "dbglevel", value: "LEVEL", help: "log level: err, warn (default), info, debug, trace" },
     OptionDoc { name: "logfile", value: "PATH", help: "log to this file (default: syslog when daemonized, stderr with -f)" },
     OptionDoc { name: "fuse_threads", value: "N", help: "threads reading FUSE requests (default 2)" },
+    OptionDoc { name: "io_threads", value: "N", help: "threads running S3 requests and file operations (default: half the CPUs, at least 1)" },
     OptionDoc { name: "nosuid, nodev, noexec, suid, dev, exec, noatime, atime", value: "", help: "kernel mount flags, passed through" },
     OptionDoc { name: "default_permissions, nonempty, rw", value: "", help: "accepted for compatibility (permissions are always checked by the kernel)" },
 ];
@@ -338,6 +342,13 @@ fn reject_value(name: &str, value: Option<&str>) -> Result<(), OptionError> {
             "option '{name}' takes no value (got '{name}={v}'); write -o {name}"
         ))),
     }
+}
+
+/// Half the CPUs, at least one: measured on 2 cores, one I/O thread beside the FUSE threads
+/// and the kernel's work costs 15-20% less CPU per request than two (fewer cross-thread
+/// wake-ups) and was as fast or faster in every workload (`benches/`).
+fn default_io_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 impl MountOptions {
@@ -514,6 +525,13 @@ impl MountOptions {
                     )));
                 }
                 self.fuse_threads = n as usize;
+            }
+            "io_threads" => {
+                let n = parse_u64(name, require_value(name, value)?)?;
+                if !(1..=256).contains(&n) {
+                    return Err(OptionError::new(format!("option 'io_threads={n}': use 1 to 256")));
+                }
+                self.io_threads = n as usize;
             }
             "hardlink_errno" => {
                 self.hardlink_errno = match require_value(name, value)? {

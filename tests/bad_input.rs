@@ -144,6 +144,7 @@ fn bad_input_gives_one_clear_line_and_a_nonzero_exit() {
             &["readwrite_timeout=forever", "whole number"],
         ),
         ("fuse_threads=0", &["fuse_threads=0", "1 to 64"]),
+        ("io_threads=0", &["io_threads=0", "1 to 256"]),
         ("hardlink_errno=eio", &["hardlink_errno=eio", "enotsup or eperm"]),
         ("storage_class=cheap", &["storage_class=cheap", "STANDARD"]),
         ("use_sse=aes", &["use_sse=aes", "kmsid:"]),

@@ -841,9 +841,25 @@ fn large_sequential_writes_upload_while_written_and_other_patterns_stay_exact() 
         "a multipart upload is running before close"
     );
     drop(f);
+    let closed = std::time::SystemTime::now();
     assert_eq!(pending_uploads(&bucket), 0);
     let got = block_on(async { get_object(&s3_client().await, &bucket, "seq.bin").await });
     assert!(got == expected, "streamed object differs");
+    // Times that only writes changed are left to Last-Modified: closing costs no metadata
+    // copy of the whole object (a copy would have stored an mtime).
+    let h = block_on(head(&bucket, "seq.bin"));
+    let meta = h.metadata().cloned().unwrap_or_default();
+    assert!(meta.contains_key("mode"), "{meta:?}");
+    assert!(!meta.contains_key("mtime"), "{meta:?}");
+    let shown = fs::metadata(m.path().join("seq.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let off = closed.duration_since(shown).unwrap_or_else(|e| e.duration());
+    assert!(
+        off < std::time::Duration::from_secs(30),
+        "mtime {shown:?} far from close {closed:?}"
+    );
 
     // A write before the end after streaming began: uploaded whole, exactly.
     let mut f = fs::OpenOptions::new()

@@ -177,7 +177,9 @@ impl ObjectReader {
             self.next_fetch = offset;
         }
         self.fill(end);
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        // Usually the whole read lies in one chunk: hand out a slice of it, no copy.
+        let mut out = BytesMut::new();
+        let mut single: Option<Bytes> = None;
         let mut cur = offset;
         let mut i = 0;
         while cur < end {
@@ -216,7 +218,18 @@ impl ObjectReader {
                 break; // shorter than expected: the object ended early
             }
             let to = ((end.min(chunk.end) - chunk.start) as usize).min(data.len());
-            out.extend_from_slice(&data[from..to]);
+            match single.take() {
+                None if out.is_empty() => single = Some(data.slice(from..to)),
+                first => {
+                    if out.is_empty() {
+                        out.reserve((end - offset) as usize);
+                    }
+                    if let Some(first) = first {
+                        out.extend_from_slice(&first);
+                    }
+                    out.extend_from_slice(&data[from..to]);
+                }
+            }
             cur = chunk.start + to as u64;
             i += 1;
         }
@@ -227,7 +240,7 @@ impl ObjectReader {
             self.chunks.pop_front();
         }
         self.fill(0);
-        Ok(out.freeze())
+        Ok(single.unwrap_or_else(|| out.freeze()))
     }
 }
 

@@ -45,6 +45,19 @@ pub struct DirHandle {
     seen: HashSet<OsString>,
     /// Taken when the listing started, to trust it as the complete contents at the end.
     ticket: Option<ListingTicket>,
+    /// The next page, requested as soon as the previous one arrived (the kernel is usually
+    /// still consuming that one), so a long listing costs about one LIST round trip per page.
+    next_page: Option<PageFetch>,
+}
+
+type PageFetch = tokio::task::JoinHandle<Result<ListPage, crate::store::StoreError>>;
+
+impl Drop for DirHandle {
+    fn drop(&mut self) {
+        if let Some(p) = self.next_page.take() {
+            p.abort();
+        }
+    }
 }
 
 /// Inode number shown for an entry the inode table does not hold: a hash of its path with the
@@ -56,8 +69,9 @@ fn synthetic_ino(path: &str) -> u64 {
 }
 
 impl S3Filesystem {
-    /// `opendir`.
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    /// `opendir`: the handle, and whether the directory's contents are known (what the
+    /// kernel cached of an earlier listing is still right).
+    pub fn opendir(&self, ino: u64) -> FsResult<(u64, bool)> {
         let node = self.dir_node(ino)?;
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let entries = vec![
@@ -82,10 +96,11 @@ impl S3Filesystem {
             done: false,
             seen: HashSet::new(),
             ticket: None,
+            next_page: None,
         };
         lock(&self.dir_handles).insert(fh, Arc::new(tokio::sync::Mutex::new(handle)));
         self.table.open(ino);
-        Ok(fh)
+        Ok((fh, self.complete.is_known(ino)))
     }
 
     /// `releasedir`.
@@ -151,9 +166,21 @@ impl S3Filesystem {
         }
         let prefix = self.dir_key(&h.path);
         let first_page = h.token.is_none();
-        let page = self.store.list(&prefix, true, h.token.take(), PAGE_KEYS).await?;
+        let page = match h.next_page.take() {
+            Some(fetch) => match fetch.await {
+                Ok(page) => page?,
+                Err(e) => return Err(crate::store::StoreError::local("ListObjectsV2", &prefix, e).into()),
+            },
+            None => self.store.list(&prefix, true, h.token.take(), PAGE_KEYS).await?,
+        };
         h.started = true;
         h.token = page.next.clone();
+        if let Some(token) = h.token.clone() {
+            let (store, prefix) = (self.store.clone(), prefix.clone());
+            h.next_page = Some(tokio::spawn(async move {
+                store.list(&prefix, true, Some(token), PAGE_KEYS).await
+            }));
+        }
         let listed = self.absorb_page(&h.path, &prefix, &page, &mut h.seen);
         self.push_entries(h, &listed);
         self.remember_listing(h.ino, &h.path, first_page, &listed);
@@ -190,6 +217,9 @@ impl S3Filesystem {
             h.done = false;
             h.seen.clear();
             h.ticket = None;
+            if let Some(p) = h.next_page.take() {
+                p.abort();
+            }
         }
         let mut i = offset as usize;
         loop {

@@ -32,6 +32,9 @@ pub struct FileData {
     pub stream: Option<StreamingUpload>,
     /// An upload of this content failed and the failure was reported to the application.
     pub failed_before: bool,
+    /// Times were set explicitly (utimens) since the content was staged: they must be stored
+    /// exactly, not left to the server's Last-Modified.
+    pub times_set: bool,
 }
 
 /// One open file handle.
@@ -126,13 +129,14 @@ impl S3Filesystem {
 
     /// If the inode's content is staged (open for writing), marks it for upload at the next
     /// flush and returns true: attribute changes then travel with the data.
-    pub(super) async fn mark_pending_upload(&self, ino: u64) -> bool {
+    pub(super) async fn mark_pending_upload(&self, ino: u64, times_set: bool) -> bool {
         let data = self.files_entry(ino);
         match data {
             Some(d) => {
                 let mut d = d.lock().await;
                 if d.staging.is_some() {
                     d.dirty = true;
+                    d.times_set |= times_set;
                 }
                 d.staging.is_some()
             }
@@ -333,7 +337,12 @@ impl S3Filesystem {
             let Some(path) = self.table.path_of(ino) else {
                 return;
             };
-            let put = self.put_options(&node, &path, len, None);
+            // The times keep changing while the file is written: they are left out of the
+            // upload's metadata, so the object's Last-Modified (its completion, right after
+            // the last write) stands for them and closing needs no metadata copy. Times set
+            // explicitly are stored exactly (see upload_staged).
+            let mut put = self.put_options(&node, &path, len, None);
+            attr::drop_times(&mut put.metadata);
             match StreamingUpload::start(
                 &self.store,
                 &self.key_for_path(&path),
@@ -471,8 +480,12 @@ impl S3Filesystem {
                         "staging vanished",
                     )),
                 };
+                let mut implied = put.metadata.clone();
+                if !d.times_set {
+                    attr::drop_times(&mut implied);
+                }
                 match streamed {
-                    Ok(etag) if sent.metadata == put.metadata && sent.content_type == put.content_type => {
+                    Ok(etag) if sent.metadata == implied && sent.content_type == put.content_type => {
                         result = Some(Ok(etag))
                     }
                     // The attributes changed while the file was written (its mtime, at least):
@@ -510,6 +523,7 @@ impl S3Filesystem {
         match result {
             Ok(etag) => {
                 d.dirty = false;
+                d.times_set = false;
                 if std::mem::take(&mut d.failed_before) {
                     tracing::warn!(
                         "upload of {key} ({size} bytes) succeeded on a later attempt, after an earlier failure was reported"

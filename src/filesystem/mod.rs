@@ -434,6 +434,10 @@ impl S3Filesystem {
                         self.table.unlink_child(parent, name);
                     }
                 }
+                // Another client deleted it: readdir should stop showing it too.
+                if self.complete.kind_of(parent, name).is_some() {
+                    self.complete.removed(parent, name);
+                }
                 Err(Errno::ENOENT)
             }
         }
@@ -535,7 +539,12 @@ impl S3Filesystem {
         });
         if let Some(new_size) = size {
             self.truncate(ino, new_size).await?;
-        } else if meta_change && kind != NodeKind::Dir && self.mark_pending_upload(ino).await {
+        } else if meta_change
+            && kind != NodeKind::Dir
+            && self
+                .mark_pending_upload(ino, atime.is_some() || mtime.is_some())
+                .await
+        {
             // The file is staged: the new attributes travel with its data at the next flush.
         } else if meta_change {
             self.persist_metadata(ino).await?;

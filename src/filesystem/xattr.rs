@@ -117,12 +117,13 @@ impl S3Filesystem {
             n.state.foreign_meta = meta;
             n.state.attr.ctime = now;
         });
-        let result =
-            if node.state.attr.kind == crate::attr::NodeKind::File && self.mark_pending_upload(ino).await {
-                Ok(())
-            } else {
-                self.persist_metadata(ino).await
-            };
+        let result = if node.state.attr.kind == crate::attr::NodeKind::File
+            && self.mark_pending_upload(ino, false).await
+        {
+            Ok(())
+        } else {
+            self.persist_metadata(ino).await
+        };
         if result.is_err() {
             self.table.update(ino, |n| n.state.foreign_meta = previous);
         }
