@@ -463,7 +463,7 @@ impl Filesystem for FuseAdapter {
             req,
             "write",
             reply,
-            move |fs| async move { fs.write(fh.0, offset, &data).await },
+            move |fs| async move { fs.write(fh.0, offset, data).await },
             |r, n, _| r.written(n),
         );
     }

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -28,11 +29,36 @@ pub enum Staging {
     Memory(Vec<u8>),
     /// Spilled to an unlinked local file of `len` bytes.
     Disk {
-        /// The file.
-        file: File,
+        /// The file (shared with writes running on a blocking thread).
+        file: Arc<File>,
         /// Logical length.
         len: u64,
     },
+}
+
+/// Where the bytes of one upload part are.
+#[derive(Debug)]
+pub enum PartSource {
+    /// Already in memory.
+    Ready(Bytes),
+    /// `[start, end)` of a spill file.
+    File(Arc<File>, u64, u64),
+}
+
+impl PartSource {
+    /// The bytes; a spill file is read on a blocking thread, not an async one.
+    pub async fn load(self) -> io::Result<Bytes> {
+        match self {
+            PartSource::Ready(b) => Ok(b),
+            PartSource::File(file, start, end) => tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; (end - start) as usize];
+                file.read_exact_at(&mut buf, start)?;
+                Ok(Bytes::from(buf))
+            })
+            .await
+            .map_err(io::Error::other)?,
+        }
+    }
 }
 
 impl Staging {
@@ -70,9 +96,33 @@ impl Staging {
             })?;
             file.write_all_at(v, 0)?;
             let len = v.len() as u64;
-            *self = Staging::Disk { file, len };
+            *self = Staging::Disk {
+                file: Arc::new(file),
+                len,
+            };
         }
         Ok(())
+    }
+
+    /// Prepares a write ending at `end`, spilling to disk if it will not fit in memory. Returns
+    /// the spill file when the write must go there: the caller writes it off the async threads
+    /// (a large write is a copy into the page cache) and then calls [`Self::grew_to`]. `None`:
+    /// the content is in memory, use [`Self::write_at`].
+    pub fn disk_target(&mut self, cfg: &StagingConfig, end: u64) -> io::Result<Option<Arc<File>>> {
+        if end > cfg.memory_limit {
+            self.spill(cfg)?;
+        }
+        Ok(match self {
+            Staging::Memory(_) => None,
+            Staging::Disk { file, .. } => Some(file.clone()),
+        })
+    }
+
+    /// Bytes up to `end` were written to the spill file directly.
+    pub fn grew_to(&mut self, end: u64) {
+        if let Staging::Disk { len, .. } = self {
+            *len = (*len).max(end);
+        }
     }
 
     /// Writes `data` at `offset`, growing the content as needed.
@@ -112,6 +162,20 @@ impl Staging {
                 let mut buf = vec![0u8; (end - offset) as usize];
                 file.read_exact_at(&mut buf, offset)?;
                 Ok(buf)
+            }
+        }
+    }
+
+    /// Bytes `[start, end)` for an upload, to be loaded later with [`PartSource::load`] (which
+    /// reads a spill file on a blocking thread).
+    pub fn part_source(&self, start: u64, end: u64) -> io::Result<PartSource> {
+        match self {
+            Staging::Memory(_) => Ok(PartSource::Ready(self.slice(start, end)?)),
+            Staging::Disk { file, len } => {
+                if end > *len {
+                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                }
+                Ok(PartSource::File(file.clone(), start, end))
             }
         }
     }

@@ -33,8 +33,12 @@ pub async fn upload(
             let end = len.min(start + part_size);
             let upload_id = upload_id.as_str();
             async move {
-                let body = staging
-                    .slice(start, end)
+                let source = staging
+                    .part_source(start, end)
+                    .map_err(|e| StoreError::local("UploadPart", key, e))?;
+                let body = source
+                    .load()
+                    .await
                     .map_err(|e| StoreError::local("UploadPart", key, e))?;
                 let number = (i + 1) as i32;
                 let etag = store.upload_part(key, upload_id, number, body).await?;
@@ -137,13 +141,17 @@ impl StreamingUpload {
                 self.reap_one().await?;
             }
             let start = self.parts_started * self.part_size;
-            let body = staging
-                .slice(start, start + self.part_size)
+            let source = staging
+                .part_source(start, start + self.part_size)
                 .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
             self.parts_started += 1;
             let number = self.parts_started as i32;
             let (store, key, id) = (store.clone(), self.key.clone(), self.upload_id.clone());
             self.inflight.push_back(tokio::spawn(async move {
+                let body = source
+                    .load()
+                    .await
+                    .map_err(|e| StoreError::local("UploadPart", &key, e))?;
                 let etag = store.upload_part(&key, &id, number, body).await?;
                 Ok((number, etag))
             }));

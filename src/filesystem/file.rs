@@ -7,6 +7,7 @@
 //! read fetch ranges from the bucket through an [`ObjectReader`].
 
 use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -298,7 +299,7 @@ impl S3Filesystem {
     }
 
     /// `write`: into the staging area; returns the bytes written.
-    pub async fn write(&self, fh: u64, offset: u64, bytes: &[u8]) -> FsResult<u32> {
+    pub async fn write(&self, fh: u64, offset: u64, bytes: Vec<u8>) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         if !handle.writable {
             return Err(Errno::EBADF);
@@ -314,15 +315,27 @@ impl S3Filesystem {
             d.sequential = false;
             self.abort_stream(&mut d).await;
         }
+        let written = bytes.len() as u32;
+        let end = offset.checked_add(bytes.len() as u64).ok_or(Errno(libc::EFBIG))?;
         let staging = d.staging.as_mut().ok_or(Errno::EIO)?;
-        staging.write_at(&self.cfg.staging, offset, bytes)?;
+        match staging.disk_target(&self.cfg.staging, end)? {
+            Some(file) => {
+                // Copying a large write into the page cache is blocking work: it runs beside
+                // the I/O threads (which keep hashing and sending parts meanwhile).
+                tokio::task::spawn_blocking(move || file.write_all_at(&bytes, offset))
+                    .await
+                    .map_err(|_| Errno::EIO)??;
+                staging.grew_to(end);
+            }
+            None => staging.write_at(&self.cfg.staging, offset, &bytes)?,
+        }
         let len = staging.len();
         d.dirty = true;
         self.set_size(ino, len);
         if d.sequential {
             self.feed_stream(ino, &mut d).await;
         }
-        Ok(bytes.len() as u32)
+        Ok(written)
     }
 
     /// Sends the parts a sequential writer has filled; starts the upload once the file is

@@ -128,13 +128,13 @@ impl S3Filesystem {
         Some((l.names[i].1, l.path.clone(), ahead))
     }
 
-    /// Like [`Self::listed_in_memory`], falling back to the known contents of `parent`.
+    /// Like [`Self::listed_in_memory`], falling back to the known contents of `parent` for
+    /// the kind alone (nobody is walking a listing there, so nothing is prefetched).
     fn listed(&self, parent: u64, name: &OsStr) -> Option<Listed> {
         self.listed_in_memory(parent, name).or_else(|| {
             let kind = self.complete.kind_of(parent, name)?;
             let path = self.table.path_of(parent)?;
-            let ahead = self.complete.entries_after(parent, name, PREFETCH_AHEAD);
-            Some((kind, path, ahead))
+            Some((kind, path, Vec::new()))
         })
     }
 
@@ -170,8 +170,9 @@ impl S3Filesystem {
                     .store
                     .list(&prefix, true, None, super::dir::PAGE_KEYS)
                     .await?;
+                // Not remembered as a listing being walked: one lookup in a directory says
+                // nothing about its neighbours, so it starts no prefetch.
                 let listed = self.absorb_page(path, &prefix, &page, &mut HashSet::new());
-                self.remember_listing(dir, path, true, &listed);
                 if page.next.is_some() {
                     self.complete.note_large(dir);
                 } else {

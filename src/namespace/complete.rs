@@ -196,20 +196,6 @@ impl CompleteDirs {
         Some(k.names.iter().map(|(n, k)| (n.clone(), *k)).collect())
     }
 
-    /// Up to `n` entries of `dir` after `name`, in name order, if known.
-    pub fn entries_after(&self, dir: u64, name: &OsStr, n: usize) -> Vec<(OsString, NodeKind)> {
-        let inner = self.lock();
-        let Some(k) = self.fresh(&inner, dir) else {
-            return Vec::new();
-        };
-        use std::ops::Bound;
-        k.names
-            .range::<OsStr, _>((Bound::Excluded(name), Bound::Unbounded))
-            .take(n)
-            .map(|(n, k)| (n.clone(), *k))
-            .collect()
-    }
-
     /// `dir` did not fit one listing page; [`Self::seems_large`] says so for the TTL.
     pub fn note_large(&self, dir: u64) {
         let mut inner = self.lock();
@@ -303,15 +289,11 @@ mod tests {
     }
 
     #[test]
-    fn entries_after_follow_name_order_and_memory_is_bounded() {
+    fn entries_come_in_name_order_and_memory_is_bounded() {
         let c = CompleteDirs::new(Duration::from_secs(60));
         c.mark(1, [f("c"), f("a"), f("b"), f("d")]);
-        let after: Vec<_> = c
-            .entries_after(1, OsStr::new("b"), 5)
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(after, vec![OsString::from("c"), OsString::from("d")]);
+        let names: Vec<_> = c.entries(1).unwrap().into_iter().map(|e| e.0).collect();
+        assert_eq!(names, ["a", "b", "c", "d"].map(OsString::from));
         c.mark(2, (0..MAX_NAMES + 1).map(|i| f(&i.to_string())));
         assert!(!c.is_known(2), "too large to keep");
         for d in 10..(10 + TRACKED as u64 + 5) {
