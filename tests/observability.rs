@@ -460,12 +460,7 @@ fn creating_files_in_a_new_directory_costs_one_put_each() {
     let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
     fs::create_dir(m.path().join("new")).unwrap();
     let before = scrape(port);
-    let count = |text: &str, op: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("rossfs_s3_request_seconds_count{{op=\"{op}\"}} ")))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let count = requests;
     for i in 0..50 {
         fs::write(m.path().join(format!("new/f{i}")), b"small").unwrap();
     }
