@@ -5,10 +5,14 @@
 //! * Directory listings are remembered for a while (names and kinds, in listing order). A
 //!   lookup of a name a recent listing returned is what `ls -l`, `du` or a file manager does
 //!   for every entry, so it starts HEAD requests for the next entries of that listing, several
-//!   at once, ahead of the caller. A listed entry needs one request (HEAD of the file, or of the
-//!   directory marker), not the two of an unknown name. Listings that nobody stats (`ls`,
-//!   `find`) cost nothing extra. Results land in the stat cache with their real metadata, so
-//!   per-object modes and owners stay correct.
+//!   at once, ahead of the caller, keeping that window full as the caller walks on (also when
+//!   its lookups are answered from the cache). A listed entry needs one request (HEAD of the
+//!   file, or of the directory marker), not the LIST and HEAD of an unknown name. Listings that
+//!   nobody stats (`ls`, `find`) cost nothing extra. Results land in the stat cache with their
+//!   real metadata, so per-object modes and owners stay correct.
+//! * A lookup miss in a directory nobody listed lists one page of it first
+//!   (`learn_directory`): small directories become known completely, so later
+//!   misses cost nothing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
