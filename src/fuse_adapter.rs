@@ -42,6 +42,27 @@ impl FuseAdapter {
         Self { fs, rt }
     }
 
+    /// Replies at once when memory could answer (`answer` is `Some`), timed as `name`; gives
+    /// the reply back otherwise, for a request to the store.
+    fn answer_now<R: ErrorReply, T>(
+        &self,
+        name: &'static str,
+        start: Instant,
+        answer: Option<FsResult<T>>,
+        reply: R,
+        done: impl FnOnce(R, T, &S3Filesystem),
+    ) -> Option<R> {
+        let Some(result) = answer else {
+            return Some(reply);
+        };
+        metrics::global().fuse_op(name, start.elapsed(), result.is_err());
+        match result {
+            Ok(v) => done(reply, v, &self.fs),
+            Err(e) => reply.fail(Errno::from_i32(e.0)),
+        }
+        None
+    }
+
     /// Runs `op` on the runtime and hands its result to `done`, or its errno to the reply. The
     /// task carries the caller's pid (for traffic attribution) and is timed as `name`.
     fn spawn<R, T, F, Fut>(
@@ -173,14 +194,9 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let start = Instant::now();
         let cached = CALLER_PID.sync_scope(req.pid(), || self.fs.lookup_in_memory(parent.0, name));
-        if let Some(result) = cached {
-            metrics::global().fuse_op("lookup", start.elapsed(), result.is_err());
-            match result {
-                Ok(s) => entry(reply, s, &self.fs),
-                Err(e) => reply.fail(Errno::from_i32(e.0)),
-            }
+        let Some(reply) = self.answer_now("lookup", start, cached, reply, entry) else {
             return;
-        }
+        };
         let name = name.to_owned();
         self.spawn(
             req,
@@ -197,14 +213,11 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let start = Instant::now();
-        if let Some(result) = self.fs.getattr_in_memory(ino.0) {
-            metrics::global().fuse_op("getattr", start.elapsed(), result.is_err());
-            match result {
-                Ok(s) => reply.attr(&self.fs.ttl(), &file_attr(&s)),
-                Err(e) => reply.fail(Errno::from_i32(e.0)),
-            }
+        let cached = self.fs.getattr_in_memory(ino.0);
+        let attr = |r: ReplyAttr, s: Stat, fs: &S3Filesystem| r.attr(&fs.ttl(), &file_attr(&s));
+        let Some(reply) = self.answer_now("getattr", start, cached, reply, attr) else {
             return;
-        }
+        };
         self.spawn(
             req,
             "getattr",

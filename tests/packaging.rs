@@ -187,6 +187,11 @@ fn mount(args: &[&str]) -> Command {
     cmd
 }
 
+/// `mount -t fuse.rossfs SOURCE MNT -o OPTS`.
+fn mount_t(source: &str, mnt: &Path, opts: &str) -> Command {
+    mount(&["-t", "fuse.rossfs", source, mnt.to_str().unwrap(), "-o", opts])
+}
+
 /// Runs `cmd` to completion within [`DEADLINE`], output captured through files.
 fn run(cmd: Command) -> Output {
     let dir = TempDir::with_prefix("rossfs-pkg-out-").expect("output dir");
@@ -294,14 +299,7 @@ fn mount_t_fuse_rossfs_writes_reads_and_umount_uploads() {
     let source = format!("{}:/data", scene.bucket);
     // Options for mount(8) and systemd ride along and must not reach rossfs.
     let opts = format!("{},allow_other,_netdev,nofail", scene.options());
-    run_ok(mount(&[
-        "-t",
-        "fuse.rossfs",
-        &source,
-        mnt.path().to_str().unwrap(),
-        "-o",
-        &opts,
-    ]));
+    run_ok(mount_t(&source, &mnt.path(), &opts));
     let pids = assert_mounted(&mnt.path(), &source, &rossfs_bin());
 
     assert_eq!(
@@ -382,14 +380,7 @@ fn ro_and_uid_reach_rossfs() {
     let mnt = MountDir::new();
     let source = format!("{}:/data", scene.bucket);
     let opts = format!("{},ro,uid=1234", scene.options());
-    run_ok(mount(&[
-        "-t",
-        "fuse.rossfs",
-        &source,
-        mnt.path().to_str().unwrap(),
-        "-o",
-        &opts,
-    ]));
+    run_ok(mount_t(&source, &mnt.path(), &opts));
     let pids = assert_mounted(&mnt.path(), &source, &rossfs_bin());
 
     let seed = fs::metadata(mnt.path().join("seed.txt")).expect("stat seed.txt");
@@ -411,14 +402,7 @@ fn unknown_option_fails_with_rossfs_message_and_mount_exit_code() {
     let _helper = HelperLink::install();
     let mnt = MountDir::new();
     let opts = format!("{},bogus_option", scene.options());
-    let out = run(mount(&[
-        "-t",
-        "fuse.rossfs",
-        &scene.bucket,
-        mnt.path().to_str().unwrap(),
-        "-o",
-        &opts,
-    ]));
+    let out = run(mount_t(&scene.bucket, &mnt.path(), &opts));
     assert_eq!(
         out.status.code(),
         Some(32),
