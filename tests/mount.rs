@@ -782,15 +782,7 @@ fn relative_mountpoint_and_option_paths_mean_the_callers_directory() {
         "logfile=daemon.log was not created in the caller's directory"
     );
     // The daemon's command line says `mnt`, as typed: find it by its bucket.
-    let daemons: Vec<String> = fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|pid| {
-            pid.parse::<u32>().is_ok()
-                && fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == bucket.as_bytes()))
-        })
-        .collect();
+    let daemons = rossfs_processes_with_arg(std::ffi::OsStr::new(&bucket));
     assert!(!daemons.is_empty(), "no process serves bucket {bucket}");
     for pid in daemons {
         let cwd = fs::read_link(format!("/proc/{pid}/cwd")).unwrap();

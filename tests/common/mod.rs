@@ -748,8 +748,13 @@ fn fusermount_unmount(path: &Path, lazy: bool) -> (bool, String) {
 
 /// Pids of `rossfs` processes whose command line names `mountpoint`.
 fn daemons_serving(mountpoint: &Path) -> Vec<libc::pid_t> {
+    rossfs_processes_with_arg(mountpoint.as_os_str())
+}
+
+/// Pids of `rossfs` processes with `wanted` as one of their arguments (a mountpoint, a bucket).
+pub fn rossfs_processes_with_arg(wanted: &std::ffi::OsStr) -> Vec<libc::pid_t> {
     let bin = fs::canonicalize(rossfs_bin()).unwrap_or_else(|_| rossfs_bin());
-    let wanted = mountpoint.as_os_str().as_encoded_bytes();
+    let wanted = wanted.as_encoded_bytes();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
