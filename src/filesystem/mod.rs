@@ -364,10 +364,25 @@ impl S3Filesystem {
     /// Marks a directory's contents as changed now (mtime and ctime), as the mount presents it.
     fn touch_dir(&self, ino: u64) {
         let now = SystemTime::now();
-        self.table.update(ino, |n| {
-            n.state.attr.mtime = now;
-            n.state.attr.ctime = now;
+        self.update_attributes(ino, |a| {
+            a.mtime = now;
+            a.ctime = now;
         });
+    }
+
+    /// Changes a node's attributes in memory and puts the new state in the stat cache at once:
+    /// a lookup answered from the cache (or a HEAD of the not yet updated object) while the
+    /// change is being stored must not bring the old attributes back into the node.
+    fn update_attributes(&self, ino: u64, change: impl FnOnce(&mut crate::attr::Attributes)) {
+        let state = self.table.update(ino, |n| {
+            change(&mut n.state.attr);
+            n.state.clone()
+        });
+        if let (Some(state), Some(path)) = (state, self.table.path_of(ino)) {
+            if ino != ROOT_INO {
+                self.cache.put(&path, state);
+            }
+        }
     }
 
     /// Resolves `name` in `parent` from memory alone; `None` if that needs the store.
@@ -515,8 +530,7 @@ impl S3Filesystem {
         let now = SystemTime::now();
         let meta_change =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        self.table.update(ino, |n| {
-            let a = &mut n.state.attr;
+        self.update_attributes(ino, |a| {
             if let Some(m) = mode {
                 a.perm = m & 0o7777;
             }
