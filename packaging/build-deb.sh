@@ -84,11 +84,13 @@ install -m 0755 "$here/debian/postinst" "$root/DEBIAN/postinst"
 # the binary links, found through dpkg -S; libc6 versioned by the newest GLIBC_ symbol used.
 libs=()
 while read -r soname; do
-    path=$(ldconfig -p | awk -v so="$soname" '$1 == so { print $NF; exit }')
+    # No early exit in the awk programs below: with pipefail, a writer cut off by SIGPIPE
+    # would fail the whole script (exit 141) whenever awk stopped reading first.
+    path=$(ldconfig -p | awk -v so="$soname" '$1 == so && !found { print $NF; found = 1 }')
     [[ -n $path ]] || die "cannot find $soname, which rossfs links"
     # dpkg knows the path as packaged (/lib/... on bookworm even with merged /usr).
-    pkg=$(dpkg -S "$path" 2>/dev/null | head -n1 | cut -d: -f1) ||
-        pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n1 | cut -d: -f1) || true
+    pkg=$(dpkg -S "$path" 2>/dev/null | awk -F: 'NR == 1 { print $1 }') ||
+        pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | awk -F: 'NR == 1 { print $1 }') || true
     [[ -n $pkg ]] || die "no package owns $path ($soname)"
     if [[ $pkg == libc6 ]] && command -v objdump >/dev/null; then
         glibc=$(objdump -T "$root/usr/bin/rossfs" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' |

@@ -44,7 +44,9 @@ running_pid() {
     pid=$(<"$pidfile")
     [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
     # Guard against a recycled pid: the process must be a garage server using our config.
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$config server" || return 1
+    local cmdline
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline") || return 1
+    [[ $cmdline == *"$config server"* ]] || return 1
     echo "$pid"
 }
 
