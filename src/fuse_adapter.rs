@@ -3,8 +3,11 @@
 //! It is deliberately thin. Every handler that may touch the network moves its reply into a
 //! task on the tokio runtime and returns at once, so the FUSE threads never wait on S3 and many
 //! requests are in flight together; handlers that only touch memory (forget, opendir, statfs,
-//! link, and lookup/getattr answered from the caches) answer inline, which spares a thread
-//! hand-off per `stat` in an `ls -l`. Errors arrive as errnos from the core.
+//! link, lookup/getattr answered from the caches, create, open, writes into content staged in
+//! memory, and flush/release with nothing to upload) answer inline, which spares a thread
+//! hand-off per `stat` and several per small file written. Directory listings use READDIRPLUS
+//! when the caller stats what it lists, so an `ls -l` costs no lookup per entry. Errors arrive
+//! as errnos from the core.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -15,8 +18,8 @@ use std::time::{Instant, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -174,8 +177,13 @@ fn entry(reply: ReplyEntry, s: Stat, fs: &S3Filesystem) {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted =
-            InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ASYNC_READ | InitFlags::FUSE_BIG_WRITES;
+        // READDIRPLUS_AUTO: the kernel asks for attributes with the listing when the caller
+        // stats what it lists (`ls -l`), and lists by name only otherwise (`ls`, `find`).
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         let supported = config.capabilities() & wanted;
         if let Err(e) = config.add_capabilities(supported) {
             tracing::debug!("kernel refused capabilities {e:?}");
@@ -423,19 +431,25 @@ impl Filesystem for FuseAdapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let pid = req.pid();
         tracing::trace!(ino = ino.0, flags = format!("{:#o}", flags.0), "open");
+        let opened = |r: ReplyOpen, (fh, keep_cache): (u64, bool), _: &S3Filesystem| {
+            let flags = if keep_cache {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            };
+            r.opened(FileHandle(fh), flags)
+        };
+        let start = Instant::now();
+        let now = self.fs.open_now(ino.0, flags.0, pid);
+        let Some(reply) = self.answer_now("open", start, now, reply, opened) else {
+            return;
+        };
         self.spawn(
             req,
             "open",
             reply,
             move |fs| async move { fs.open(ino.0, flags.0, pid).await },
-            |r, (fh, keep_cache), _| {
-                let flags = if keep_cache {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                r.opened(FileHandle(fh), flags)
-            },
+            opened,
         );
     }
 
@@ -471,6 +485,11 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let start = Instant::now();
+        let now = self.fs.write_now(fh.0, offset, data);
+        let Some(reply) = self.answer_now("write", start, now, reply, |r, n, _| r.written(n)) else {
+            return;
+        };
         let data = data.to_vec();
         self.spawn(
             req,
@@ -482,6 +501,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let start = Instant::now();
+        let now = self.fs.flush_now(fh.0);
+        let Some(reply) = self.answer_now("flush", start, now, reply, |r, (), _| r.ok()) else {
+            return;
+        };
         let pid = req.pid();
         self.spawn(
             req,
@@ -502,6 +526,11 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let start = Instant::now();
+        let now = self.fs.release_now(fh.0);
+        let Some(reply) = self.answer_now("release", start, now, reply, |r, (), _| r.ok()) else {
+            return;
+        };
         self.spawn(
             req,
             "release",
@@ -556,6 +585,32 @@ impl Filesystem for FuseAdapter {
         }));
     }
 
+    fn readdirplus(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        let start = Instant::now();
+        self.rt.spawn(CALLER_PID.scope(req.pid(), async move {
+            let mut reply = reply;
+            let ttl = fs.ttl();
+            let result = fs
+                .readdirplus(fh.0, offset, |e, s, next| {
+                    reply.add(INodeNo(e.ino), next, &e.name, &ttl, &file_attr(s), Generation(0))
+                })
+                .await;
+            metrics::global().fuse_op("readdirplus", start.elapsed(), result.is_err());
+            match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(Errno::from_i32(e.0)),
+            }
+        }));
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -594,21 +649,30 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, who) = (name.to_owned(), caller(req));
+        let who = caller(req);
+        let created = |r: ReplyCreate, (s, fh): (Stat, u64), fs: &S3Filesystem| {
+            r.created(
+                &fs.ttl(),
+                &file_attr(&s),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            )
+        };
+        let start = Instant::now();
+        let now = CALLER_PID.sync_scope(req.pid(), || {
+            self.fs.create_now(parent.0, name, mode & !umask, who, flags)
+        });
+        let Some(reply) = self.answer_now("create", start, now, reply, created) else {
+            return;
+        };
+        let name = name.to_owned();
         self.spawn(
             req,
             "create",
             reply,
             move |fs| async move { fs.create(parent.0, &name, mode & !umask, who, flags).await },
-            |r, (s, fh), fs| {
-                r.created(
-                    &fs.ttl(),
-                    &file_attr(&s),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                )
-            },
+            created,
         );
     }
 }

@@ -195,7 +195,8 @@ fn metrics_endpoint_counts_operations_and_names_the_calling_process() {
         .unwrap();
     assert!(out.status.success());
     let text = scrape(port);
-    assert!(metric(&text, "rossfs_fuse_op_seconds_count{op=\"lookup\"}") >= 30.0);
+    // Attributes come with the listing (READDIRPLUS), not from a lookup per entry.
+    assert!(metric(&text, "rossfs_fuse_op_seconds_count{op=\"readdirplus\"}") >= 1.0);
     assert!(metric(&text, "rossfs_s3_request_seconds_count{op=\"PutObject\"}") >= 1.0);
     assert!(metric(&text, "rossfs_s3_request_seconds_count{op=\"HeadObject\"}") >= 30.0);
     assert!(metric(&text, "rossfs_s3_bytes_out_total") >= 100_000.0);
@@ -450,6 +451,89 @@ fn lookups_in_a_directory_made_elsewhere_cost_one_listing_then_nothing() {
         "only big/'s marker, none for the misses"
     );
     assert_eq!(fs::metadata(m.path().join("big/k1004")).unwrap().len(), 0);
+    m.unmount();
+}
+
+/// Kernel requests of type `op` served so far, from a scrape.
+fn fuse_ops(text: &str, op: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("rossfs_fuse_op_seconds_count{{op=\"{op}\"}} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn ls_l_gets_attributes_with_the_listing_and_ls_does_not_stat() {
+    let bucket = block_on(new_bucket("rdplus"));
+    block_on(async {
+        let c = s3_client().await;
+        for i in 0..600u32 {
+            let mut put = c.put_object().bucket(&bucket).key(format!("many/f{i:03}"));
+            if i.is_multiple_of(10) {
+                put = put
+                    .metadata("mode", "33152")
+                    .metadata("uid", "1234")
+                    .metadata("gid", "4321");
+            }
+            put.body(aws_sdk_s3::primitives::ByteStream::from_static(b"abc"))
+                .send()
+                .await
+                .unwrap();
+        }
+        for i in 0..1000 {
+            put_object(&c, &bucket, &format!("names/n{i:04}"), Vec::new()).await;
+        }
+    });
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    fs::metadata(m.path().join("many")).unwrap();
+    fs::metadata(m.path().join("names")).unwrap();
+    let before = scrape(port);
+    let out = Command::new("ls")
+        .arg("-ln")
+        .arg(m.path().join("many"))
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let after = scrape(port);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let mut seen = 0;
+    for line in listing.lines().filter(|l| !l.starts_with("total")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let name = fields[fields.len() - 1];
+        let i: usize = name[1..].parse().unwrap();
+        let shown = (fields[0], fields[2], fields[3], fields[4]);
+        if i.is_multiple_of(10) {
+            assert_eq!(shown, ("-rw-------", "1234", "4321", "3"), "{line}");
+        } else {
+            assert_ne!(shown.0, "-rw-------", "{line}");
+            assert_eq!(shown.3, "3", "{line}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 600);
+    let delta = |op: &str| fuse_ops(&after, op) - fuse_ops(&before, op);
+    assert_eq!(delta("lookup"), 0.0, "no lookup per entry");
+    assert!(delta("readdirplus") >= 1.0);
+    let heads = requests(&after, "HeadObject") - requests(&before, "HeadObject");
+    assert_eq!(heads, 600.0, "one HEAD per entry, for its metadata");
+
+    // Entries sent with the listing hold kernel references like looked-up ones: they stay
+    // usable, and removing one works.
+    fs::remove_file(m.path().join("many/f001")).unwrap();
+    assert_eq!(errno_of(fs::metadata(m.path().join("many/f001"))), libc::ENOENT);
+    assert_eq!(fs::read(m.path().join("many/f002")).unwrap(), b"abc");
+
+    // Listing by name only (`ls` to a pipe) does not fetch every entry's metadata.
+    let out = Command::new("ls").arg(m.path().join("names")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1000);
+    let named = scrape(port);
+    let heads = requests(&named, "HeadObject") - requests(&after, "HeadObject");
+    assert!(
+        heads < 500.0,
+        "{heads} HEAD requests for a listing by name of 1000 entries"
+    );
     m.unmount();
 }
 

@@ -12,7 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::{lock, Caller, Errno, FsResult, S3Filesystem, Stat};
+use super::{lock, Caller, Errno, FsResult, Node, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
 use crate::namespace::complete::ListingTicket;
 use crate::namespace::names::{check_name, entries_from_page};
@@ -21,6 +21,10 @@ use crate::store::{ListPage, PutOptions};
 
 /// Keys per listing page.
 pub(super) const PAGE_KEYS: i32 = 1000;
+/// Entries resolved together for one `readdirplus` reply (a 32 KiB reply holds ~200).
+const PLUS_BATCH: usize = 128;
+/// Resolves of one `readdirplus` batch in flight at once.
+const PLUS_PARALLEL: usize = 32;
 
 /// One directory entry as readdir returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,9 +209,18 @@ impl S3Filesystem {
         &self,
         fh: u64,
         offset: u64,
-        mut add: impl FnMut(&DirEntry, u64) -> bool,
+        add: impl FnMut(&DirEntry, u64) -> bool,
     ) -> FsResult<()> {
         let handle = lock(&self.dir_handles).get(&fh).cloned().ok_or(Errno::EBADF)?;
+        self.readdir_locked(&handle, offset, add).await
+    }
+
+    async fn readdir_locked(
+        &self,
+        handle: &tokio::sync::Mutex<DirHandle>,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, u64) -> bool,
+    ) -> FsResult<()> {
         let mut h = handle.lock().await;
         if offset == 0 && h.started {
             // rewinddir: list afresh.
@@ -233,6 +246,81 @@ impl S3Filesystem {
                 return Ok(());
             }
             i += 1;
+        }
+    }
+
+    /// `readdirplus`: [`Self::readdir`] with each entry's attributes, so an `ls -l` needs no
+    /// lookup per entry. `add(entry, attributes, next_offset)` returns true when the reply is
+    /// full (that entry is not sent). Every entry sent other than `.` and `..` takes a kernel
+    /// reference, as a lookup does. Entries are resolved a batch at a time, concurrently (the
+    /// prefetch window keeps HEAD requests running ahead of the batch); a name that vanished
+    /// since the listing is left out.
+    pub async fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, &Stat, u64) -> bool,
+    ) -> FsResult<()> {
+        let handle = lock(&self.dir_handles).get(&fh).cloned().ok_or(Errno::EBADF)?;
+        let mut i = offset as usize;
+        let mut sent = 0usize;
+        loop {
+            let (dir, batch) = {
+                let mut batch = Vec::with_capacity(PLUS_BATCH);
+                let mut reached = false;
+                self.readdir_locked(&handle, i as u64, |e, _| {
+                    batch.push(e.clone());
+                    reached = batch.len() == PLUS_BATCH;
+                    reached
+                })
+                .await?;
+                (handle.lock().await.ino, batch)
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let dir_node = &self.node(dir)?;
+            let mut resolved = Vec::with_capacity(batch.len());
+            for group in batch.chunks(PLUS_PARALLEL) {
+                let names = group.iter().map(|e| self.node_for_plus(dir_node, &e.name));
+                resolved.extend(futures::future::join_all(names).await);
+            }
+            for (e, node) in batch.iter().zip(resolved) {
+                i += 1;
+                let node = match node {
+                    Ok(Some(node)) => node,
+                    Ok(None) => continue,
+                    // Send what is resolved; the error reaches the caller on its next call.
+                    Err(_) if sent > 0 => return Ok(()),
+                    Err(err) => return Err(err),
+                };
+                let dot = matches!(e.name.as_encoded_bytes(), b"." | b"..");
+                let entry = DirEntry {
+                    ino: node.ino,
+                    kind: node.state.attr.kind,
+                    name: e.name.clone(),
+                };
+                if add(&entry, &self.stat_of(&node), i as u64) {
+                    return Ok(());
+                }
+                sent += 1;
+                if !dot {
+                    self.table.inc_lookup(node.ino);
+                }
+            }
+        }
+    }
+
+    /// The node `readdirplus` sends for `name` in the directory `dir` (None: it vanished).
+    async fn node_for_plus(&self, dir: &Node, name: &OsStr) -> FsResult<Option<Node>> {
+        match name.as_encoded_bytes() {
+            b"." => Ok(Some(dir.clone())),
+            b".." => self.node(dir.parent).map(Some),
+            _ => match self.find_child(dir.ino, name).await {
+                Ok(node) => Ok(Some(node)),
+                Err(e) if e == Errno::ENOENT => Ok(None),
+                Err(e) => Err(e),
+            },
         }
     }
 

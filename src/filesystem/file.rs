@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::{lock, Caller, Errno, FsResult, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
-use crate::fileio::{upload, ObjectReader, Staging, StreamingUpload};
+use crate::fileio::{upload, ObjectReader, Staging, StagingConfig, StreamingUpload};
 use crate::namespace::names::check_name;
 use crate::store::{PutOptions, StoreError};
 
@@ -64,21 +64,37 @@ impl S3Filesystem {
 
     /// Drops a reference taken with [`Self::acquire_file_data`]; the last one removes the state.
     async fn release_file_data(&self, ino: u64) {
-        let removed = {
+        match self.files_entry(ino) {
+            Some(data) => {
+                let mut d = data.lock().await;
+                self.drop_file_data_ref(ino, Some(&mut d));
+            }
+            None => self.drop_file_data_ref(ino, None),
+        }
+    }
+
+    /// The reference counting of [`Self::release_file_data`], with the state `d` locked by the
+    /// caller. When the last reference goes, the staged content is dropped under that lock, so
+    /// an attribute change racing with the release sees no staging and stores itself instead of
+    /// waiting for an upload that will never come.
+    fn drop_file_data_ref(&self, ino: u64, d: Option<&mut FileData>) {
+        let last = {
             let mut files = lock(&self.files);
             match files.get_mut(&ino) {
                 Some(entry) if entry.0 > 1 => {
                     entry.0 -= 1;
-                    None
+                    false
                 }
-                Some(_) => files.remove(&ino).map(|e| e.1),
-                None => None,
+                Some(_) => files.remove(&ino).is_some(),
+                None => false,
             }
         };
-        if let Some(data) = removed {
-            if data.lock().await.dirty {
+        if let (true, Some(d)) = (last, d) {
+            if d.dirty {
                 tracing::error!(ino, "discarding staged data that could not be uploaded");
             }
+            d.staging = None;
+            d.dirty = false;
         }
     }
 
@@ -172,6 +188,42 @@ impl S3Filesystem {
         caller: Caller,
         flags: i32,
     ) -> FsResult<(Stat, u64)> {
+        let ino = self.create_node(parent, name, mode, caller)?;
+        let data = self.acquire_file_data(ino);
+        start_empty(&mut *data.lock().await, &self.cfg.staging)?;
+        self.created(parent, name, ino, caller, flags)
+    }
+
+    /// [`Self::create`] done in memory on the calling thread (it needs no request), for a name
+    /// the inode table does not hold; `None` sends the caller to [`Self::create`].
+    pub fn create_now(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+        flags: i32,
+    ) -> Option<FsResult<(Stat, u64)>> {
+        if self.table.child(parent, name).is_some() {
+            return None;
+        }
+        Some((|| {
+            let ino = self.create_node(parent, name, mode, caller)?;
+            let data = self.acquire_file_data(ino);
+            // A fresh inode: no handle exists that could hold its write state.
+            let Ok(mut d) = data.try_lock() else {
+                tracing::error!(ino, "the write state of a new file is in use");
+                return Err(Errno::EIO);
+            };
+            start_empty(&mut d, &self.cfg.staging)?;
+            drop(d);
+            self.created(parent, name, ino, caller, flags)
+        })())
+    }
+
+    /// The node of a file being created (visible in this mount at once), with one kernel
+    /// reference.
+    fn create_node(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> FsResult<u64> {
         self.ensure_writable()?;
         let name_str = check_name(name)?;
         let parent_node = self.dir_node(parent)?;
@@ -197,13 +249,18 @@ impl S3Filesystem {
         self.cache.invalidate(&path);
         let ino = self.table.upsert_child(parent, name, state, true);
         self.table.inc_lookup(ino);
-        {
-            let data = self.acquire_file_data(ino);
-            let mut d = data.lock().await;
-            d.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
-            d.dirty = true;
-            d.sequential = true;
-        }
+        Ok(ino)
+    }
+
+    /// The handle of a file just created, and its attributes.
+    fn created(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        ino: u64,
+        caller: Caller,
+        flags: i32,
+    ) -> FsResult<(Stat, u64)> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.register_handle(ino, writable, caller.pid);
         self.complete.added(parent, name, NodeKind::File);
@@ -216,46 +273,63 @@ impl S3Filesystem {
     /// file opened for writing is staged at its first write (empty with `O_TRUNC`), so writes
     /// may land anywhere.
     pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> FsResult<(u64, bool)> {
-        let node = self.node(ino)?;
-        if node.state.attr.kind == NodeKind::Dir {
-            return Err(Errno::EISDIR);
-        }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        if writable {
-            self.ensure_writable()?;
-        }
-        let data = self.acquire_file_data(ino);
-        if writable {
+        let data = self
+            .open_checks(ino, writable)
+            .map(|()| self.acquire_file_data(ino))?;
+        if writable && flags & libc::O_TRUNC != 0 {
+            // Without O_TRUNC nothing is fetched yet: the first write stages the content, and
+            // a truncate to zero (how the kernel often delivers O_TRUNC) never needs it.
             let mut d = data.lock().await;
-            // Without O_TRUNC nothing is fetched yet: the first write stages the content, and a
-            // truncate to zero (how the kernel often delivers O_TRUNC) never needs it.
-            let staged = if flags & libc::O_TRUNC != 0 {
-                self.abort_stream(&mut d).await;
-                Staging::from_vec(Vec::new(), &self.cfg.staging)
-                    .map(|s| {
-                        d.staging = Some(s);
-                        d.dirty = true;
-                        d.sequential = true;
-                        self.set_size(ino, 0);
-                    })
-                    .map_err(Errno::from)
-            } else {
-                Ok(())
-            };
-            if let Err(e) = staged {
-                drop(d);
+            self.abort_stream(&mut d).await;
+            let emptied = start_empty(&mut d, &self.cfg.staging);
+            if emptied.is_ok() {
+                self.set_size(ino, 0);
+            }
+            drop(d);
+            if let Err(e) = emptied {
                 self.release_file_data(ino).await;
                 return Err(e);
             }
         }
-        let etag = node.state.etag.clone();
+        Ok(self.opened(ino, writable, pid))
+    }
+
+    /// [`Self::open`] on the calling thread: everything but `O_TRUNC` for writing is memory
+    /// work. `None` sends the caller to [`Self::open`].
+    pub fn open_now(&self, ino: u64, flags: i32, pid: u32) -> Option<FsResult<(u64, bool)>> {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writable && flags & libc::O_TRUNC != 0 {
+            return None;
+        }
+        Some(self.open_checks(ino, writable).map(|()| {
+            self.acquire_file_data(ino);
+            self.opened(ino, writable, pid)
+        }))
+    }
+
+    fn open_checks(&self, ino: u64, writable: bool) -> FsResult<()> {
+        if self.node(ino)?.state.attr.kind == NodeKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        if writable {
+            self.ensure_writable()?;
+        }
+        Ok(())
+    }
+
+    /// Registers the handle of an open file (holding a reference on its write state); true
+    /// when the kernel may keep the pages it cached (the object is unchanged since the last
+    /// open and the handle only reads).
+    fn opened(&self, ino: u64, writable: bool, pid: u32) -> (u64, bool) {
+        let etag = self.node(ino).ok().and_then(|n| n.state.etag);
         let keep_cache = etag.is_some()
             && self
                 .table
                 .update(ino, |n| std::mem::replace(&mut n.page_cache_etag, etag.clone()))
                 .flatten()
                 == etag;
-        Ok((self.register_handle(ino, writable, pid), keep_cache && !writable))
+        (self.register_handle(ino, writable, pid), keep_cache && !writable)
     }
 
     fn set_size(&self, ino: u64, size: u64) {
@@ -336,6 +410,41 @@ impl S3Filesystem {
             self.feed_stream(ino, &mut d).await;
         }
         Ok(written)
+    }
+
+    /// [`Self::write`] on the calling thread when it is a copy into staged content held in
+    /// memory that starts no upload; `None` sends the caller to [`Self::write`] (content not
+    /// staged yet, spilled to disk, a streamed upload, or the write state busy).
+    pub fn write_now(&self, fh: u64, offset: u64, bytes: &[u8]) -> Option<FsResult<u32>> {
+        let handle = match self.handle(fh) {
+            Ok(h) if h.writable => h,
+            Ok(_) => return Some(Err(Errno::EBADF)),
+            Err(e) => return Some(Err(e)),
+        };
+        let data = self.files_entry(handle.ino)?;
+        let mut d = data.try_lock().ok()?;
+        let end = offset.checked_add(bytes.len() as u64)?;
+        // Below the spill limit and below the size that starts a streamed upload.
+        if d.stream.is_some()
+            || end > self.cfg.staging.memory_limit
+            || end >= 2 * self.cfg.part_size
+            || !matches!(d.staging, Some(Staging::Memory(_)))
+        {
+            return None;
+        }
+        let staging = d.staging.as_mut()?;
+        let appending = staging.len() == offset;
+        let written = staging
+            .write_at(&self.cfg.staging, offset, bytes)
+            .map(|()| staging.len());
+        Some(written.map_err(Errno::from).map(|len| {
+            if !appending {
+                d.sequential = false;
+            }
+            d.dirty = true;
+            self.set_size(handle.ino, len);
+            bytes.len() as u32
+        }))
     }
 
     /// Sends the parts a sequential writer has filled; starts the upload once the file is
@@ -585,6 +694,24 @@ impl S3Filesystem {
         self.flush_inode(handle.ino).await
     }
 
+    /// [`Self::flush`] on the calling thread when there is nothing to upload (a handle that
+    /// only reads, a close by another process, unchanged content); `None` sends the caller to
+    /// [`Self::flush`].
+    pub fn flush_now(&self, fh: u64) -> Option<FsResult<()>> {
+        let handle = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
+        if !handle.writable {
+            return Some(Ok(()));
+        }
+        match self.files_entry(handle.ino) {
+            Some(data) if !data.try_lock().ok()?.dirty => Some(Ok(())),
+            Some(_) => None,
+            None => Some(Ok(())),
+        }
+    }
+
     /// `fsync`: uploads changed data.
     pub async fn fsync(&self, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
@@ -602,6 +729,31 @@ impl S3Filesystem {
         self.release_file_data(ino).await;
         self.table.close(ino);
         result
+    }
+
+    /// [`Self::release`] on the calling thread when there is nothing to upload; `None` sends
+    /// the caller to [`Self::release`].
+    pub fn release_now(&self, fh: u64) -> Option<FsResult<()>> {
+        let handle = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
+        let data = self.files_entry(handle.ino);
+        let mut guard = match &data {
+            Some(data) => Some(data.try_lock().ok()?),
+            None => None,
+        };
+        if guard
+            .as_ref()
+            .is_some_and(|d| (handle.writable && d.dirty) || d.stream.is_some())
+        {
+            return None;
+        }
+        lock(&self.file_handles).remove(&fh);
+        self.drop_file_data_ref(handle.ino, guard.as_deref_mut());
+        drop(guard);
+        self.table.close(handle.ino);
+        Some(Ok(()))
     }
 
     /// `unlink`: deletes the object; open handles keep their staged data.
@@ -636,6 +788,14 @@ impl S3Filesystem {
         self.touch_dir(parent);
         Ok(())
     }
+}
+
+/// Empty content, to be uploaded, written sequentially so far.
+fn start_empty(d: &mut FileData, cfg: &StagingConfig) -> FsResult<()> {
+    d.staging = Some(Staging::from_vec(Vec::new(), cfg)?);
+    d.dirty = true;
+    d.sequential = true;
+    Ok(())
 }
 
 /// The thread group (process) of a thread id, as FUSE requests carry thread ids.
