@@ -4,7 +4,8 @@
 //! task on the tokio runtime and returns at once, so the FUSE threads never wait on S3 and many
 //! requests are in flight together; handlers that only touch memory (forget, opendir, statfs,
 //! link, lookup/getattr answered from the caches, create, open, writes into content staged in
-//! memory, and flush/release with nothing to upload) answer inline, which spares a thread
+//! memory, attribute changes of files being written, and flush/release with nothing to
+//! upload) answer inline, which spares a thread
 //! hand-off per `stat` and several per small file written. Directory listings use READDIRPLUS
 //! when the caller stats what it lists, so an `ls -l` costs no lookup per entry. Errors arrive
 //! as errnos from the core.
@@ -24,7 +25,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use crate::attr::NodeKind;
-use crate::filesystem::{Caller, FsResult, S3Filesystem, Stat, XattrReply};
+use crate::filesystem::{AttrChange, Caller, FsResult, S3Filesystem, Stat, XattrReply};
 use crate::metrics::{self, CALLER_PID};
 
 /// The `fuser::Filesystem` implementation.
@@ -254,13 +255,26 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         tracing::trace!(ino = ino.0, ?mode, ?uid, ?gid, ?size, "setattr");
-        let (atime, mtime) = (time_of(atime), time_of(mtime));
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time_of(atime),
+            mtime: time_of(mtime),
+        };
+        let attr = |r: ReplyAttr, s: Stat, fs: &S3Filesystem| r.attr(&fs.ttl(), &file_attr(&s));
+        let start = Instant::now();
+        let now = self.fs.setattr_now(ino.0, &change);
+        let Some(reply) = self.answer_now("setattr", start, now, reply, attr) else {
+            return;
+        };
         self.spawn(
             req,
             "setattr",
             reply,
-            move |fs| async move { fs.setattr(ino.0, mode, uid, gid, size, atime, mtime).await },
-            |r, s, fs| r.attr(&fs.ttl(), &file_attr(&s)),
+            move |fs| async move { fs.setattr(ino.0, change).await },
+            attr,
         );
     }
 

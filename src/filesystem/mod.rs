@@ -136,6 +136,35 @@ pub struct Caller {
 }
 
 /// Settings of the core taken from the mount options.
+/// What a `setattr` changes (`None`: left as it is).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrChange {
+    /// Permission bits (the file type bits are ignored).
+    pub mode: Option<u32>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// New length (truncate or extend).
+    pub size: Option<u64>,
+    /// Access time.
+    pub atime: Option<SystemTime>,
+    /// Modification time.
+    pub mtime: Option<SystemTime>,
+}
+
+impl AttrChange {
+    /// Changes attributes other than the size.
+    fn is_metadata(&self) -> bool {
+        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.sets_times()
+    }
+
+    /// Sets a time explicitly.
+    fn sets_times(&self) -> bool {
+        self.atime.is_some() || self.mtime.is_some()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct FsConfig {
     /// Refuse every change with EROFS.
@@ -510,60 +539,72 @@ impl S3Filesystem {
     /// `setattr`: size (truncate), mode, owner and times. Data changes go through the staging
     /// area and are uploaded at close (or now, for a file nobody has open); metadata-only
     /// changes are persisted with a metadata copy of the object.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<SystemTime>,
-        mtime: Option<SystemTime>,
-    ) -> FsResult<Stat> {
+    pub async fn setattr(&self, ino: u64, change: AttrChange) -> FsResult<Stat> {
         self.ensure_writable()?;
         let node = self.node(ino)?;
         let kind = node.state.attr.kind;
-        if size.is_some() && kind == NodeKind::Dir {
+        if change.size.is_some() && kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
         }
-        let now = SystemTime::now();
-        let meta_change =
-            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        self.update_attributes(ino, |a| {
-            if let Some(m) = mode {
-                a.perm = m & 0o7777;
-            }
-            if let Some(u) = uid {
-                a.uid = u;
-            }
-            if let Some(g) = gid {
-                a.gid = g;
-            }
-            if let Some(t) = atime {
-                a.atime = t;
-            }
-            if let Some(t) = mtime {
-                a.mtime = t;
-            }
-            // (Clearing set-id bits on chown is the kernel's job: it sends the new mode along.)
-            if meta_change || size.is_some() {
-                a.ctime = now;
-            }
-        });
-        if let Some(new_size) = size {
+        self.apply_attributes(ino, &change);
+        if let Some(new_size) = change.size {
             self.truncate(ino, new_size).await?;
-        } else if meta_change
+        } else if change.is_metadata()
             && kind != NodeKind::Dir
-            && self
-                .mark_pending_upload(ino, atime.is_some() || mtime.is_some())
-                .await
+            && self.mark_pending_upload(ino, change.sets_times()).await
         {
             // The file is staged: the new attributes travel with its data at the next flush.
-        } else if meta_change {
+        } else if change.is_metadata() {
             self.persist_metadata(ino).await?;
         }
         Ok(self.stat_of(&self.node(ino)?))
+    }
+
+    /// [`Self::setattr`] on the calling thread when it is memory work: a mode, owner or time
+    /// change of a file open for writing, which travels with its data. `None` sends the caller
+    /// to [`Self::setattr`].
+    pub fn setattr_now(&self, ino: u64, change: &AttrChange) -> Option<FsResult<Stat>> {
+        if change.size.is_some() || !change.is_metadata() || self.cfg.read_only {
+            return None;
+        }
+        let node = self.node(ino).ok()?;
+        if node.state.attr.kind == NodeKind::Dir {
+            return None;
+        }
+        let data = self.files_entry(ino)?;
+        let mut d = data.try_lock().ok()?;
+        d.staging.as_ref()?;
+        self.apply_attributes(ino, change);
+        d.dirty = true;
+        d.times_set |= change.sets_times();
+        drop(d);
+        Some(self.node(ino).map(|n| self.stat_of(&n)))
+    }
+
+    fn apply_attributes(&self, ino: u64, change: &AttrChange) {
+        let now = SystemTime::now();
+        let c = change;
+        self.update_attributes(ino, |a| {
+            if let Some(m) = c.mode {
+                a.perm = m & 0o7777;
+            }
+            if let Some(u) = c.uid {
+                a.uid = u;
+            }
+            if let Some(g) = c.gid {
+                a.gid = g;
+            }
+            if let Some(t) = c.atime {
+                a.atime = t;
+            }
+            if let Some(t) = c.mtime {
+                a.mtime = t;
+            }
+            // (Clearing set-id bits on chown is the kernel's job: it sends the new mode along.)
+            if c.is_metadata() || c.size.is_some() {
+                a.ctime = now;
+            }
+        });
     }
 
     /// Writes the node's attributes to its object (or creates the marker of an implicit
