@@ -47,6 +47,8 @@ pub struct FileHandle {
     pub writable: bool,
     /// The process (thread group) that opened it.
     pub opener: u32,
+    /// The thread that opened it (a close from that thread needs no /proc lookup).
+    pub opener_thread: u32,
     /// Range reader, created on the first read from the bucket.
     pub reader: tokio::sync::Mutex<Option<ObjectReader>>,
 }
@@ -137,6 +139,7 @@ impl S3Filesystem {
             ino,
             writable,
             opener: process_of(opener),
+            opener_thread: opener,
             reader: tokio::sync::Mutex::new(None),
         });
         lock(&self.file_handles).insert(fh, handle);
@@ -682,7 +685,7 @@ impl S3Filesystem {
         if !handle.writable {
             return Ok(());
         }
-        if process_of(pid) != handle.opener {
+        if pid != handle.opener_thread && process_of(pid) != handle.opener {
             tracing::trace!(
                 fh,
                 pid,
