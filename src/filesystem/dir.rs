@@ -262,16 +262,20 @@ impl S3Filesystem {
         mut add: impl FnMut(&DirEntry, &Stat, u64) -> bool,
     ) -> FsResult<()> {
         let handle = lock(&self.dir_handles).get(&fh).cloned().ok_or(Errno::EBADF)?;
+        // The kernel asks for the first reply with attributes whoever is listing; it asks
+        // again with attributes only if the caller then stats entries. So the first reply sends
+        // only what memory knows (at least `.` and `..`): a `find` or `ls` of many small
+        // directories then costs no HEAD per entry, and an `ls -l` gets the rest with
+        // attributes once it has looked up the first entries.
+        let first_call = offset == 0;
         let mut i = offset as usize;
         let mut sent = 0usize;
         loop {
             let (dir, batch) = {
                 let mut batch = Vec::with_capacity(PLUS_BATCH);
-                let mut reached = false;
                 self.readdir_locked(&handle, i as u64, |e, _| {
                     batch.push(e.clone());
-                    reached = batch.len() == PLUS_BATCH;
-                    reached
+                    batch.len() == PLUS_BATCH
                 })
                 .await?;
                 (handle.lock().await.ino, batch)
@@ -281,11 +285,21 @@ impl S3Filesystem {
             }
             let dir_node = &self.node(dir)?;
             let mut resolved = Vec::with_capacity(batch.len());
-            for group in batch.chunks(PLUS_PARALLEL) {
-                let names = group.iter().map(|e| self.node_for_plus(dir_node, &e.name));
-                resolved.extend(futures::future::join_all(names).await);
+            if first_call {
+                resolved.extend(
+                    batch
+                        .iter()
+                        .map(|e| self.node_for_plus_in_memory(dir_node, &e.name)),
+                );
+            } else {
+                for group in batch.chunks(PLUS_PARALLEL) {
+                    let names = group.iter().map(|e| self.node_for_plus(dir_node, &e.name));
+                    resolved.extend(futures::future::join_all(names).await.into_iter().map(Some));
+                }
             }
             for (e, node) in batch.iter().zip(resolved) {
+                // The first reply stops at the first entry memory cannot describe.
+                let Some(node) = node else { return Ok(()) };
                 i += 1;
                 let node = match node {
                     Ok(Some(node)) => node,
@@ -308,6 +322,19 @@ impl S3Filesystem {
                     self.table.inc_lookup(node.ino);
                 }
             }
+        }
+    }
+
+    /// [`Self::node_for_plus`] from memory alone; `None` if that needs a request.
+    fn node_for_plus_in_memory(&self, dir: &Node, name: &OsStr) -> Option<FsResult<Option<Node>>> {
+        match name.as_encoded_bytes() {
+            b"." => Some(Ok(Some(dir.clone()))),
+            b".." => Some(self.node(dir.parent).map(Some)),
+            _ => match self.find_child_in_memory(dir.ino, name)? {
+                Ok(node) => Some(Ok(Some(node))),
+                Err(e) if e == Errno::ENOENT => Some(Ok(None)),
+                Err(e) => Some(Err(e)),
+            },
         }
     }
 
