@@ -7,11 +7,6 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use rossfs::daemon::{self, MountRequest};
 use rossfs::options::{MountOptions, MountSource, OPTION_DOCS};
 
-// Every request allocates (headers, signing, buffers) on several threads at once; mimalloc's
-// per-thread heaps cost measurably less CPU per request than glibc malloc here.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Mount an S3-compatible bucket (AWS S3, Alibaba OSS, MinIO, Garage, Ceph RGW) as a directory.
 #[derive(Parser, Debug)]
 #[command(name = "rossfs", version, about, long_about = None)]
