@@ -7,6 +7,19 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use rossfs::daemon::{self, MountRequest};
 use rossfs::options::{MountOptions, MountSource, OPTION_DOCS};
 
+// Every request allocates (headers, signing, buffers) on several threads at once; mimalloc's
+// per-thread heaps cost measurably less CPU per request than glibc malloc (a cold `ls -l` of
+// 10,000 entries: ~20% less rossfs CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` (its place in mimalloc's option enum, stable across versions: retired
+/// options keep their slots). mimalloc 3 keeps freed memory for a second by default; buffers of
+/// reads and uploads come and go much faster, so that second shows up as peak RSS.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Milliseconds before freed memory goes back to the system.
+const PURGE_DELAY_MS: std::os::raw::c_long = 10;
+
 /// Mount an S3-compatible bucket (AWS S3, Alibaba OSS, MinIO, Garage, Ceph RGW) as a directory.
 #[derive(Parser, Debug)]
 #[command(name = "rossfs", version, about, long_about = None)]
@@ -48,6 +61,8 @@ fn options_help() -> String {
 }
 
 fn main() {
+    // SAFETY: sets a process-wide allocator option; mimalloc accepts this at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let matches = Cli::command().after_help(options_help()).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
