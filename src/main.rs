@@ -9,7 +9,7 @@ use rossfs::options::{MountOptions, MountSource, OPTION_DOCS};
 
 // Every request allocates (headers, signing, buffers) on several threads at once; mimalloc's
 // per-thread heaps cost measurably less CPU per request than glibc malloc (a cold `ls -l` of
-// 10,000 entries: ~20% less rossfs CPU).
+// 10,000 entries: 10-20% less rossfs CPU).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

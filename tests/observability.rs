@@ -377,12 +377,17 @@ fn alibaba_oss_environment_variables_are_credentials() {
     );
 }
 
-/// Requests of type `op` the mount made so far, from a scrape.
-fn requests(text: &str, op: &str) -> f64 {
+/// The count of `series` for `op` in a scrape (0 when the series has no sample yet).
+fn op_count(text: &str, series: &str, op: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(&format!("rossfs_s3_request_seconds_count{{op=\"{op}\"}} ")))
+        .find_map(|l| l.strip_prefix(&format!("{series}_count{{op=\"{op}\"}} ")))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0)
+}
+
+/// Requests of type `op` the mount made so far, from a scrape.
+fn requests(text: &str, op: &str) -> f64 {
+    op_count(text, "rossfs_s3_request_seconds", op)
 }
 
 #[test]
@@ -456,10 +461,7 @@ fn lookups_in_a_directory_made_elsewhere_cost_one_listing_then_nothing() {
 
 /// Kernel requests of type `op` served so far, from a scrape.
 fn fuse_ops(text: &str, op: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("rossfs_fuse_op_seconds_count{{op=\"{op}\"}} ")))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
+    op_count(text, "rossfs_fuse_op_seconds", op)
 }
 
 #[test]

@@ -268,18 +268,16 @@ impl S3Filesystem {
         // directories then costs no HEAD per entry, and an `ls -l` gets the rest with
         // attributes once it has looked up the first entries.
         let first_call = offset == 0;
+        let dir = handle.lock().await.ino;
         let mut i = offset as usize;
         let mut sent = 0usize;
         loop {
-            let (dir, batch) = {
-                let mut batch = Vec::with_capacity(PLUS_BATCH);
-                self.readdir_locked(&handle, i as u64, |e, _| {
-                    batch.push(e.clone());
-                    batch.len() == PLUS_BATCH
-                })
-                .await?;
-                (handle.lock().await.ino, batch)
-            };
+            let mut batch = Vec::with_capacity(PLUS_BATCH);
+            self.readdir_locked(&handle, i as u64, |e, _| {
+                batch.push(e.clone());
+                batch.len() == PLUS_BATCH
+            })
+            .await?;
             if batch.is_empty() {
                 return Ok(());
             }
