@@ -16,6 +16,8 @@ command -v flock >/dev/null || missing+=(util-linux)
 # Real programs the POSIX and packaging tests run on the mount.
 command -v git >/dev/null || missing+=(git)
 command -v rsync >/dev/null || missing+=(rsync)
+command -v socat >/dev/null || missing+=(socat)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v man >/dev/null || missing+=(man-db)
 command -v groff >/dev/null || missing+=(groff-base)

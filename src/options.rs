@@ -126,6 +126,8 @@ pub struct MountOptions {
     pub negative_cache: bool,
     /// Use ListObjects (v1) instead of ListObjectsV2 (`listobjectsv1`).
     pub list_objects_v1: bool,
+    /// Send every request through the AWS SDK, not the lean path (`sdk_requests`).
+    pub sdk_only: bool,
     /// Where write staging files live (`cache_dir=`); default: the system temp dir.
     pub cache_dir: Option<PathBuf>,
     /// Log verbosity (`dbglevel=`).
@@ -193,6 +195,7 @@ impl Default for MountOptions {
             stat_cache_expire: Duration::from_secs(60),
             negative_cache: true,
             list_objects_v1: false,
+            sdk_only: false,
             cache_dir: None,
             log_level: LogLevel::Warn,
             log_file: None,
@@ -262,6 +265,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "stat_cache_expire", value: "SECS", help: "how long attributes and names are cached, also by the kernel (default 60)" },
     OptionDoc { name: "disable_noobj_cache", value: "", help: "do not cache the absence of a name nor the contents of directories (both are on by default)" },
     OptionDoc { name: "listobjectsv1", value: "", help: "list with ListObjects v1 instead of ListObjectsV2" },
+    OptionDoc { name: "sdk_requests", value: "", help: "send every request through the AWS SDK (default: HEAD, GET, PUT, UploadPart and DELETE take a lighter signed HTTP path; for comparison, or a server it does not suit)" },
     OptionDoc { name: "cache_dir", value: "DIR", help: "where files being written are staged once past max_dirty_memory (default: system temp dir)" },
     OptionDoc { name: "max_memory", value: "MIB", help: "memory for read-ahead shared by all open files (default 128)" },
     OptionDoc { name: "max_dirty_memory", value: "MIB", help: "bytes of one file staged in memory before spilling to cache_dir (default 8)" },
@@ -437,6 +441,10 @@ impl MountOptions {
             "listobjectsv1" => {
                 reject_value(name, value)?;
                 self.list_objects_v1 = true;
+            }
+            "sdk_requests" => {
+                reject_value(name, value)?;
+                self.sdk_only = true;
             }
             "cache_dir" => self.cache_dir = Some(PathBuf::from(require_value(name, value)?)),
             "dbglevel" | "debug_level" => {

@@ -613,3 +613,210 @@ fn rotated_shared_credentials_file_is_used_without_a_remount() {
     let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
     assert_eq!(keys, vec!["one", "two"]);
 }
+
+/// `socat` terminating TLS on a free loopback port with a certificate for `localhost` from a
+/// fresh private CA, forwarding to the plain-HTTP test server. Killed on drop.
+struct TlsFront {
+    child: std::process::Child,
+    port: u16,
+    /// The CA that signed the server's certificate.
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsFront {
+    fn start(upstream: &str) -> TlsFront {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(dir.path())
+                .args(args)
+                .output()
+                .expect("run openssl (scripts/test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // A private CA, and a server certificate for localhost that it signs.
+        let subj_ca = ["-subj", "/CN=rossfs test CA"];
+        openssl(
+            &[
+                &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"][..],
+                &subj_ca,
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        fs::write(
+            p("leaf.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ]);
+        let (cert, key) = (p("cert.pem"), p("key.pem"));
+        let port = free_port();
+        let child = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:{upstream}"))
+            .spawn()
+            .expect("run socat (scripts/test.sh installs it)");
+        let front = TlsFront {
+            child,
+            port,
+            ca: p("ca.pem"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        front
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_endpoint_signed_by_a_private_ca_carries_every_request_kind() {
+    let Some(upstream) = server().endpoint.strip_prefix("http://").map(str::to_string) else {
+        eprintln!("skipped: the test server is not plain HTTP");
+        return;
+    };
+    let bucket = block_on(new_bucket("https"));
+    let front = TlsFront::start(&upstream);
+    let url = format!("url=https://localhost:{}", front.port);
+
+    // The CA is not one the system trusts: the mount is refused, saying why and what to do.
+    let out = try_mount(&bucket, &[&url]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate") && err.contains("ca_bundle="), "{err}");
+
+    let port = free_port();
+    let m = Mount::mount(
+        &bucket,
+        &[
+            &url,
+            &format!("ca_bundle={}", front.ca.display()),
+            &format!("metrics_addr=127.0.0.1:{port}"),
+        ],
+    );
+    let small = pattern(3000, 1);
+    let large = pattern(23 * 1024 * 1024 + 17, 2);
+    fs::create_dir(m.path().join("d")).unwrap();
+    fs::write(m.path().join("d/small"), &small).unwrap();
+    fs::write(m.path().join("d/large"), &large).unwrap();
+    fs::set_permissions(m.path().join("d/small"), fs::Permissions::from_mode(0o604)).unwrap();
+    let text = scrape(port);
+    assert!(
+        requests(&text, "PutObject") >= 1.0,
+        "no PutObject over TLS:\n{text}"
+    );
+    assert!(
+        requests(&text, "UploadPart") >= 3.0,
+        "not 3 UploadParts over TLS:\n{text}"
+    );
+    m.unmount();
+
+    // A fresh mount reads everything back through TLS: listing, HEADs, ranged GETs.
+    let m = Mount::mount(
+        &bucket,
+        &[
+            &url,
+            &format!("ca_bundle={}", front.ca.display()),
+            &format!("metrics_addr=127.0.0.1:{port}"),
+        ],
+    );
+    let ls = Command::new("ls")
+        .arg("-ln")
+        .arg(m.path().join("d"))
+        .output()
+        .unwrap();
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("-rw----r--") && l.ends_with(" small")),
+        "{ls}"
+    );
+    assert_eq!(fs::read(m.path().join("d/small")).unwrap(), small);
+    assert!(
+        fs::read(m.path().join("d/large")).unwrap() == large,
+        "large file differs"
+    );
+    fs::remove_file(m.path().join("d/small")).unwrap();
+    let text = scrape(port);
+    for op in ["ListObjectsV2", "HeadObject", "GetObject", "DeleteObject"] {
+        assert!(requests(&text, op) >= 1.0, "no {op} over TLS:\n{text}");
+    }
+    m.unmount();
+
+    // The same through the SDK alone (`sdk_requests`), which has its own TLS setup.
+    let m = Mount::mount(
+        &bucket,
+        &[&url, &format!("ca_bundle={}", front.ca.display()), "sdk_requests"],
+    );
+    assert!(
+        fs::read(m.path().join("d/large")).unwrap() == large,
+        "large file differs (SDK)"
+    );
+    fs::write(m.path().join("d/sdk"), &small).unwrap();
+    assert_eq!(
+        fs::metadata(m.path().join("d/sdk")).unwrap().len(),
+        small.len() as u64
+    );
+    m.unmount();
+    assert_eq!(
+        block_on(get_object(&block_on(s3_client()), &bucket, "d/sdk")),
+        small
+    );
+
+    // The bucket holds what was written, as written.
+    let client = block_on(s3_client());
+    assert_eq!(block_on(get_object(&client, &bucket, "d/large")), large);
+    let keys = block_on(list_keys(&client, &bucket, "d/"));
+    assert!(
+        keys.contains(&"d/large".to_string()) && !keys.contains(&"d/small".to_string()),
+        "{keys:?}"
+    );
+}

@@ -81,21 +81,7 @@ impl StoreError {
                 let status = se.raw().status().as_u16();
                 let code = se.err().code().unwrap_or("").to_string();
                 let message = se.err().message().unwrap_or("").to_string();
-                if status == 404 && (code.is_empty() || code == "NoSuchKey" || code == "NotFound") {
-                    return StoreError::NotFound { op, key };
-                }
-                let code = if code.is_empty() {
-                    status_text(status).to_string()
-                } else {
-                    code
-                };
-                StoreError::Service {
-                    op,
-                    key,
-                    status,
-                    code,
-                    message,
-                }
+                Self::from_status(op, &key, status, code, message)
             }
             SdkError::TimeoutError(_) => StoreError::Timeout {
                 op,
@@ -129,6 +115,38 @@ impl StoreError {
                 key,
                 detail: DisplayErrorContext(&err).to_string(),
             },
+        }
+    }
+
+    /// The error for an answer with an error `status` and the S3 `code` and `message` of its
+    /// body (empty when there was none, as for HEAD).
+    pub fn from_status(op: &'static str, key: &str, status: u16, code: String, message: String) -> Self {
+        let key = key.to_string();
+        if status == 404 && (code.is_empty() || code == "NoSuchKey" || code == "NotFound") {
+            return StoreError::NotFound { op, key };
+        }
+        let code = if code.is_empty() {
+            status_text(status).to_string()
+        } else {
+            code
+        };
+        StoreError::Service {
+            op,
+            key,
+            status,
+            code,
+            message,
+        }
+    }
+
+    /// The operation that failed.
+    pub fn op(&self) -> &'static str {
+        match self {
+            StoreError::NotFound { op, .. }
+            | StoreError::Service { op, .. }
+            | StoreError::Timeout { op, .. }
+            | StoreError::Unreachable { op, .. }
+            | StoreError::Other { op, .. } => op,
         }
     }
 
@@ -218,6 +236,10 @@ impl StoreError {
             StoreError::Timeout { .. } => format!(
                 "endpoint {endpoint} did not answer in time: check url= and that the server is \
                  reachable from this host (raise connect_timeout= for slow networks)"
+            ),
+            StoreError::Unreachable { detail, .. } if detail.contains("certificate") => format!(
+                "the TLS certificate of {endpoint} is not trusted ({detail}): if the server uses a \
+                 private CA, give its certificate with ca_bundle=PATH; otherwise check url="
             ),
             StoreError::Unreachable { detail, .. } => format!(
                 "cannot reach endpoint {endpoint} ({detail}): check url= and that the server is \

@@ -10,6 +10,7 @@
 
 mod credentials;
 mod error;
+mod lean;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -123,6 +124,8 @@ pub struct ObjectStore {
     encryption: Option<Encryption>,
     /// Multipart uploads whose abort failed: (key, upload id), retried until they go.
     pending_aborts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// The lean path for HEAD, GET, PUT, UploadPart and DELETE (`None`: everything goes through the SDK).
+    lean: Option<std::sync::Arc<lean::LeanClient>>,
 }
 
 /// An HTTPS client that trusts the system roots plus the PEM certificates in `path`.
@@ -257,8 +260,33 @@ impl ObjectStore {
                 .unwrap_or_else(|| "us-east-1".into());
             format!("https://s3.{region}.amazonaws.com")
         });
+        let config = builder.build();
+        let lean = match (shared.credentials_provider(), config.region()) {
+            (Some(credentials), Some(region)) if !opts.sdk_only => {
+                let ca_pem = match &opts.ca_bundle {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .map_err(|e| format!("cannot read ca_bundle {}: {e}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                let settings = lean::LeanSettings {
+                    endpoint: &endpoint,
+                    bucket: &source.bucket,
+                    region: region.as_ref(),
+                    path_style: opts.path_style,
+                    attempts: opts.retries,
+                    connect_timeout: opts.connect_timeout,
+                    attempt_timeout: opts.readwrite_timeout,
+                    ca_pem: ca_pem.as_deref(),
+                };
+                lean::LeanClient::new(&settings, credentials)?.map(std::sync::Arc::new)
+            }
+            _ => None,
+        };
         Ok(Self {
-            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            lean,
+            client: aws_sdk_s3::Client::from_conf(config),
             bucket: source.bucket.clone(),
             endpoint,
             list_v1: opts.list_objects_v1,
@@ -294,7 +322,11 @@ impl ObjectStore {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let e = StoreError::from_sdk(e, op, key, &self.endpoint);
+        self.noted(StoreError::from_sdk(e, op, key, &self.endpoint))
+    }
+
+    /// Counts and logs a failure (not a 404, which is how absence is learned).
+    fn noted(&self, e: StoreError) -> StoreError {
         if !e.is_not_found() {
             tracing::debug!("{e}");
             let code = match &e {
@@ -303,7 +335,7 @@ impl ObjectStore {
                 StoreError::Unreachable { .. } => "Unreachable",
                 _ => "Other",
             };
-            crate::metrics::global().s3_error(op, code);
+            crate::metrics::global().s3_error(e.op(), code);
         }
         e
     }
@@ -332,6 +364,9 @@ impl ObjectStore {
     /// HEAD of a key: `Ok(None)` only for a real 404; every other failure is an error, never
     /// "absent".
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        if let Some(lean) = &self.lean {
+            return self.head_lean(lean, key).await;
+        }
         match self
             .client
             .head_object()
@@ -364,6 +399,72 @@ impl ObjectStore {
                 }
             }
         }
+    }
+
+    async fn head_lean(&self, lean: &lean::LeanClient, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self
+            .lean_call(
+                lean,
+                "HeadObject",
+                http::Method::HEAD,
+                key,
+                "",
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await
+        {
+            Ok(r) => Ok(Some(lean::object_info(key, &r.headers))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One request on the lean path; an answer other than 2xx becomes its [`StoreError`] (counted
+    /// and logged like the SDK path's).
+    #[allow(clippy::too_many_arguments)]
+    async fn lean_call(
+        &self,
+        lean: &lean::LeanClient,
+        op: &'static str,
+        method: http::Method,
+        key: &str,
+        query: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Result<lean::LeanResponse, StoreError> {
+        let r = lean
+            .send(op, method, key, query, &headers, body)
+            .await
+            .map_err(|e| self.noted(e))?;
+        if (200..300).contains(&r.status) {
+            return Ok(r);
+        }
+        let (code, message) = lean::error_code(&r.body);
+        Err(self.noted(StoreError::from_status(op, key, r.status, code, message)))
+    }
+
+    /// The headers of a new object on the lean path: type, user metadata, storage class and
+    /// encryption (what `write_headers!` sets on the SDK path).
+    fn object_headers(&self, put: &PutOptions) -> Vec<(String, String)> {
+        let mut h = vec![("content-type".to_string(), put.content_type.clone())];
+        h.extend(
+            put.metadata
+                .iter()
+                .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone())),
+        );
+        if let Some(class) = &self.storage_class {
+            h.push(("x-amz-storage-class".into(), class.as_str().to_string()));
+        }
+        match &self.encryption {
+            Some(Encryption::S3Managed) => h.push(("x-amz-server-side-encryption".into(), "AES256".into())),
+            Some(Encryption::Kms(id)) => {
+                h.push(("x-amz-server-side-encryption".into(), "aws:kms".into()));
+                h.push(("x-amz-server-side-encryption-aws-kms-key-id".into(), id.clone()));
+            }
+            None => {}
+        }
+        h
     }
 
     /// One page of the listing of `prefix`, grouped by `/` when `delimited`. Keys travel
@@ -455,6 +556,18 @@ impl ObjectStore {
         if end <= start {
             return Ok(Bytes::new());
         }
+        if let Some(lean) = &self.lean {
+            let range = vec![("range".to_string(), format!("bytes={}-{}", start, end - 1))];
+            return match self
+                .lean_call(lean, "GetObject", http::Method::GET, key, "", range, Bytes::new())
+                .await
+            {
+                Ok(r) => Ok(r.body),
+                // Reading at or past the end of an object: nothing to return.
+                Err(StoreError::Service { status: 416, .. }) => Ok(Bytes::new()),
+                Err(e) => Err(e),
+            };
+        }
         let out = self
             .client
             .get_object()
@@ -495,6 +608,13 @@ impl ObjectStore {
 
     /// PUT of a whole object; returns its ETag.
     pub async fn put(&self, key: &str, body: Bytes, opts: &PutOptions) -> Result<Option<String>, StoreError> {
+        if let Some(lean) = &self.lean {
+            let headers = self.object_headers(opts);
+            let r = self
+                .lean_call(lean, "PutObject", http::Method::PUT, key, "", headers, body)
+                .await?;
+            return Ok(lean::header(&r.headers, "etag"));
+        }
         let req = write_headers!(self.client.put_object(), self);
         let out = req
             .bucket(&self.bucket)
@@ -533,6 +653,26 @@ impl ObjectStore {
         number: i32,
         body: Bytes,
     ) -> Result<String, StoreError> {
+        if let Some(lean) = &self.lean {
+            let query = format!(
+                "partNumber={number}&uploadId={}",
+                percent_encoding::utf8_percent_encode(upload_id, lean::QUERY_VALUE)
+            );
+            let r = self
+                .lean_call(
+                    lean,
+                    "UploadPart",
+                    http::Method::PUT,
+                    key,
+                    &query,
+                    Vec::new(),
+                    body,
+                )
+                .await?;
+            return lean::header(&r.headers, "etag").ok_or_else(|| {
+                StoreError::local("UploadPart", key, "the server returned no ETag for a part")
+            });
+        }
         let out = self
             .client
             .upload_part()
@@ -809,6 +949,24 @@ impl ObjectStore {
 
     /// Deletes a key (succeeds if it is already gone).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(lean) = &self.lean {
+            return match self
+                .lean_call(
+                    lean,
+                    "DeleteObject",
+                    http::Method::DELETE,
+                    key,
+                    "",
+                    Vec::new(),
+                    Bytes::new(),
+                )
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
         match self
             .client
             .delete_object()
