@@ -316,17 +316,28 @@ impl LeanClient {
                 .request(request)
                 .await
                 .map_err(|e| self.transport_error(op, key, &e))?;
-            let (parts, incoming) = response.into_parts();
-            let body = incoming
-                .collect()
-                .await
-                .map_err(|e| StoreError::Unreachable {
+            let (parts, mut incoming) = response.into_parts();
+            // Into one buffer of the announced size, freeing each received chunk as it is
+            // copied: collecting the chunks first would hold a large range twice.
+            let announced = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            let mut buf = bytes::BytesMut::with_capacity(announced.min(64 * 1024 * 1024));
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| StoreError::Unreachable {
                     op,
                     key: key.to_string(),
                     endpoint: self.endpoint.clone(),
                     detail: format!("the response body broke off: {e}"),
-                })?
-                .to_bytes();
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            let body = buf.freeze();
             Ok(LeanResponse {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
