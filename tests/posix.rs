@@ -861,6 +861,26 @@ fn large_sequential_writes_upload_while_written_and_other_patterns_stay_exact() 
         "mtime {shown:?} far from close {closed:?}"
     );
 
+    // dd's pattern: a duplicate of the new descriptor is closed before the first write (a
+    // FLUSH that uploads the empty file); the writes after it still stream.
+    let mut f = fs::File::create(m.path().join("dup.bin")).unwrap();
+    drop(f.try_clone().unwrap());
+    let mut expected = Vec::new();
+    for i in 0..30u8 {
+        let mut c = chunk.clone();
+        c[1] = i;
+        f.write_all(&c).unwrap();
+        expected.extend_from_slice(&c);
+    }
+    assert_eq!(
+        pending_uploads(&bucket),
+        1,
+        "a multipart upload is running before close, after an early flush"
+    );
+    drop(f);
+    let got = block_on(async { get_object(&s3_client().await, &bucket, "dup.bin").await });
+    assert!(got == expected, "object streamed after an early flush differs");
+
     // A write before the end after streaming began: uploaded whole, exactly.
     let mut f = fs::OpenOptions::new()
         .create(true)

@@ -26,8 +26,8 @@ pub struct FileData {
     pub staging: Option<Staging>,
     /// The staged content is not in the bucket yet.
     pub dirty: bool,
-    /// Every write since the content was emptied (create, `O_TRUNC`) appended at the end: the
-    /// file may be uploaded while it is written.
+    /// Every write since the content was emptied (create, `O_TRUNC`) or last uploaded appended
+    /// at the end: the file may be uploaded while it is written.
     pub sequential: bool,
     /// The multipart upload fed while the file is written, if one is running.
     pub stream: Option<StreamingUpload>,
@@ -627,8 +627,8 @@ impl S3Filesystem {
                 stream.abort(&self.store).await;
             }
         }
-        d.sequential = false;
         let Some(staging) = d.staging.as_ref() else {
+            d.sequential = false;
             return Ok(());
         };
         let result = match result {
@@ -649,6 +649,10 @@ impl S3Filesystem {
             Ok(etag) => {
                 d.dirty = false;
                 d.times_set = false;
+                // The bucket now holds exactly the staged content and no parts are out: writes
+                // that append from here may stream again (dd closes a duplicate of its new
+                // descriptor before writing, which flushes the empty file).
+                d.sequential = true;
                 if std::mem::take(&mut d.failed_before) {
                     tracing::warn!(
                         "upload of {key} ({size} bytes) succeeded on a later attempt, after an earlier failure was reported"
@@ -669,6 +673,7 @@ impl S3Filesystem {
             }
             Err(e) => {
                 d.failed_before = true;
+                d.sequential = false;
                 tracing::error!("upload of {key} ({size} bytes) failed, the data is NOT stored: {e}");
                 Err(upload_errno(e.errno()))
             }
