@@ -9,6 +9,8 @@
 //! signer, with the same credentials provider, so rotation works the same), sends it over a pooled
 //! keep-alive connection (hyper, rustls with the system roots plus `ca_bundle=`), and retries
 //! transient failures with capped exponential backoff and jitter like the SDK's standard mode.
+//! Over HTTPS, upload bodies are sent as `UNSIGNED-PAYLOAD` (TLS already protects them; hashing
+//! a 10 MiB part costs more CPU than sending it); over plain HTTP the signature covers them.
 //! Answers become the same [`StoreError`]s the SDK path produces. Configurations it does not
 //! cover (an ARN as bucket name, an endpoint URL it cannot parse) keep using the SDK.
 
@@ -82,6 +84,8 @@ pub(super) struct LeanClient {
     attempts: u32,
     attempt_timeout: Duration,
     endpoint: String,
+    /// Requests go over TLS.
+    tls: bool,
 }
 
 impl std::fmt::Debug for LeanClient {
@@ -183,6 +187,7 @@ impl LeanClient {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(https);
         Ok(Some(Self {
+            tls: origin.starts_with("https://"),
             http,
             origin,
             key_prefix,
@@ -287,7 +292,14 @@ impl LeanClient {
             method.as_str(),
             url,
             headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(body),
+            // Over TLS the connection protects the body: no SHA-256 of it (UNSIGNED-PAYLOAD,
+            // as S3 allows; the signature still covers every header). Over plain HTTP the
+            // signature covers the body too.
+            if self.tls && !body.is_empty() {
+                SignableBody::UnsignedPayload
+            } else {
+                SignableBody::Bytes(body)
+            },
         )
         .map_err(|e| other(format!("cannot sign the request: {e}")))?;
         let (instructions, _) = sign(signable, &params)
