@@ -903,6 +903,93 @@ fn failed_head_or_list_is_never_taken_for_absent() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A slow answer never brings back what the mount has since changed
+// ---------------------------------------------------------------------------------------------
+
+/// A metadata prefetch (started by `stat` of a neighbour in a listing) is out for `victim`
+/// while the mount overwrites `victim`; its late answer, describing the replaced content, must
+/// not land in the caches: after the kernel forgets its own copy, the size is the new one.
+#[test]
+fn late_prefetch_answer_does_not_undo_an_overwrite() {
+    let bucket = block_on(new_bucket("late-answer"));
+    block_on(async {
+        put(&bucket, "d/first", b"1".to_vec()).await;
+        put(&bucket, "d/src", vec![b's'; 2000]).await;
+        put(&bucket, "d/victim", vec![b'v'; 1000]).await;
+    });
+    let proxy = FaultProxy::start(&server().endpoint);
+    let port = free_port();
+    let metrics = format!("metrics_addr=127.0.0.1:{port}");
+    let m = mount_via(&proxy, &bucket, &[&metrics]);
+    let d = m.path().join("d");
+    let victim = d.join("victim");
+    // The kernel learns `victim`, then `src` is renamed over it: the kernel's entry now names
+    // the 2000-byte file and the mount's stat cache has no entry for the path.
+    assert_eq!(fs::metadata(&victim).unwrap().len(), 1000);
+    fs::rename(d.join("src"), &victim).unwrap();
+    // Answers to HEAD of `victim` are held back from now on (the request reaches the server
+    // at once: the answer describes the object as it was then).
+    proxy.set(Fault::delay(Duration::from_secs(2)).on(Match::head_object().path("victim")));
+    let heads = |text: &str| metric(text, "rossfs_s3_request_seconds_count{op=\"HeadObject\"}");
+    let names: BTreeSet<String> = fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["first".to_string(), "victim".to_string()]));
+    let before = heads(&scrape(port));
+    let victim_heads = || {
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "HEAD" && s.target.ends_with("/d/victim"))
+            .count()
+    };
+    let victim_heads_before = victim_heads();
+    // Looking up the first listed name prefetches the next one: `victim`, answer held back.
+    assert_eq!(fs::metadata(d.join("first")).unwrap().len(), 1);
+    let start = Instant::now();
+    while victim_heads() == victim_heads_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no prefetch of victim was sent"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Overwrite while that answer is out (the kernel's entry is valid: no lookup needed).
+    fs::write(&victim, b"0123456789").unwrap();
+    assert_eq!(fs::metadata(&victim).unwrap().len(), 10);
+    // Both HEADs answered (the neighbour's and the late one).
+    while heads(&scrape(port)) < before + 2.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the held-back HEAD never completed: {} HEADs before, {} now; requests: {:?}",
+            before,
+            heads(&scrape(port)),
+            proxy
+                .seen()
+                .iter()
+                .map(|s| format!("{} {}", s.method, s.target))
+                .collect::<Vec<_>>()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    proxy.clear();
+    // The kernel forgets its dentries and attributes; the mount answers from its caches.
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (tests run as root)");
+    assert_eq!(
+        fs::metadata(&victim).unwrap().len(),
+        10,
+        "the late answer of a HEAD sent before the overwrite replaced the new size"
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"0123456789");
+    m.unmount();
+    assert_eq!(
+        block_on(get_opt(&bucket, "d/victim")).as_deref(),
+        Some(&b"0123456789"[..])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Multipart upload abandoned while the server is away
 // ---------------------------------------------------------------------------------------------
 

@@ -521,15 +521,23 @@ impl S3Filesystem {
         let node = self.node(ino)?;
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let key = self.key_for_path(&path);
-        match self.store.head(&key).await? {
+        let ticket = self.cache.ticket();
+        let head = self.store.head(&key).await?;
+        if self.cache.changed_since(&path, ticket) {
+            // This mount changed the file (or moved it) while the HEAD was out: the node
+            // already describes the change.
+            return Ok(self.stat_of(&self.node(ino)?));
+        }
+        match head {
             Some(info) => {
                 let state = state_from_head(&info, &self.pres, SystemTime::now());
                 if state.attr.kind != node.state.attr.kind {
                     // It became something else: the kernel must look it up again.
                     return Err(Errno::ENOENT);
                 }
-                self.cache.put(&path, state.clone());
-                self.table.update(ino, |n| n.state = state);
+                if self.cache.put_observed(&path, Some(state.clone()), ticket) {
+                    self.table.update(ino, |n| n.state = state);
+                }
                 Ok(self.stat_of(&self.node(ino)?))
             }
             None => Err(Errno::ENOENT),

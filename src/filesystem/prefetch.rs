@@ -57,7 +57,8 @@ pub(super) struct ListingMemory {
 }
 
 /// Paths being resolved right now, shared by everyone who asks.
-pub(super) type InFlight = Mutex<HashMap<String, Arc<OnceCell<Resolved>>>>;
+/// Each answer carries the stat cache ticket taken before its request.
+pub(super) type InFlight = Mutex<HashMap<String, Arc<OnceCell<(u64, Resolved)>>>>;
 
 /// Directories being listed to answer lookups, shared by everyone who asks.
 pub(super) type Learning = Mutex<HashMap<u64, Arc<OnceCell<Result<(), Errno>>>>>;
@@ -196,23 +197,43 @@ impl S3Filesystem {
     }
 
     /// What `path` is, asking the store at most once however many callers want it now.
-    /// `hint` is the kind a listing reported, which allows a single HEAD.
+    /// `hint` is the kind a listing reported, which allows a single HEAD. An answer to
+    /// requests sent before this mount changed the path (a prefetch overtaken by an overwrite,
+    /// rename or unlink) is not used: what the change left in the cache is, or the path is
+    /// asked again.
     pub(super) async fn resolve_shared(&self, path: &str, hint: Option<NodeKind>) -> Resolved {
-        let cell = lock(&self.resolving).entry(path.to_string()).or_default().clone();
-        let result = cell
-            .get_or_init(|| self.resolve_uncached(path, hint))
-            .await
-            .clone();
-        {
-            let mut inflight = lock(&self.resolving);
-            if inflight.get(path).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                inflight.remove(path);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let cell = lock(&self.resolving).entry(path.to_string()).or_default().clone();
+            let (ticket, result) = cell
+                .get_or_init(|| async {
+                    let ticket = self.cache.ticket();
+                    (ticket, self.resolve_uncached(path, hint, ticket).await)
+                })
+                .await
+                .clone();
+            {
+                let mut inflight = lock(&self.resolving);
+                if inflight.get(path).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    inflight.remove(path);
+                }
+            }
+            if attempts >= 3 || !self.cache.changed_since(path, ticket) {
+                return result;
+            }
+            if let Some(state) = self.cache.get(path) {
+                return Ok(Some(state));
+            }
+            if self.cache.is_absent(path) {
+                return Ok(None);
             }
         }
-        result
     }
 
-    async fn resolve_uncached(&self, path: &str, hint: Option<NodeKind>) -> Resolved {
+    /// Asks the store what `path` is; the answer goes to the stat cache unless this mount
+    /// changed the path after `ticket`.
+    async fn resolve_uncached(&self, path: &str, hint: Option<NodeKind>, ticket: u64) -> Resolved {
         crate::metrics::global().lookup_miss();
         let key = self.key_for_path(path);
         let now = SystemTime::now();
@@ -252,10 +273,7 @@ impl S3Filesystem {
             }
             other => other,
         };
-        match &resolved {
-            Some(state) => self.cache.put(path, state.clone()),
-            None => self.cache.put_absent(path),
-        }
+        self.cache.put_observed(path, resolved.clone(), ticket);
         Ok(resolved)
     }
 

@@ -415,10 +415,61 @@ pub fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Own changes remembered before the record is reset (a reset makes every answer in flight at
+/// that moment count as stale, which only costs it a repeated request).
+const CHANGES_KEPT: usize = 65_536;
+
+/// This mount's own changes to paths, numbered, so that an answer from the bucket to a request
+/// sent before a change cannot bring back what the change replaced (a prefetched HEAD of a file
+/// that is overwritten, renamed over or deleted while the HEAD is out).
+#[derive(Debug, Default)]
+struct ChangeLog {
+    /// Number of the last change.
+    seq: u64,
+    /// Last change of each path.
+    paths: HashMap<String, u64>,
+    /// Last change of each directory tree (renamed or removed with everything below it).
+    trees: HashMap<String, u64>,
+    /// Changes at or before this number were forgotten.
+    floor: u64,
+}
+
+impl ChangeLog {
+    fn note(&mut self, path: &str, tree: bool) {
+        self.seq += 1;
+        if self.paths.len() + self.trees.len() >= CHANGES_KEPT {
+            self.paths.clear();
+            self.trees.clear();
+            self.floor = self.seq - 1;
+        }
+        let map = if tree { &mut self.trees } else { &mut self.paths };
+        map.insert(path.to_string(), self.seq);
+    }
+
+    /// True if `path`, or a tree holding it, changed after `ticket` was taken.
+    fn changed_since(&self, path: &str, ticket: u64) -> bool {
+        if ticket < self.floor {
+            return true;
+        }
+        let after = |seq: Option<&u64>| seq.is_some_and(|s| *s > ticket);
+        if after(self.paths.get(path)) || after(self.trees.get(path)) || after(self.trees.get("")) {
+            return true;
+        }
+        path.match_indices('/')
+            .any(|(i, _)| after(self.trees.get(&path[..i])))
+    }
+}
+
 /// Resolved paths and absent names, each trusted for the stat cache TTL.
+///
+/// Two kinds of writers: the mount's own changes ([`Self::put`], [`Self::put_absent`],
+/// [`Self::invalidate`], [`Self::invalidate_tree`]) always win and are numbered; answers read
+/// from the bucket ([`Self::put_observed`]) carry the [`Self::ticket`] taken before their request
+/// and are dropped if the path changed here since.
 pub struct StatCache {
     present: moka::sync::Cache<String, ObjectState>,
     absent: Option<moka::sync::Cache<String, ()>>,
+    changes: Mutex<ChangeLog>,
 }
 
 impl std::fmt::Debug for StatCache {
@@ -445,7 +496,12 @@ impl StatCache {
                     .time_to_live(ttl)
                     .build()
             }),
+            changes: Mutex::new(ChangeLog::default()),
         }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, ChangeLog> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cached state of `path`, if fresh.
@@ -458,33 +514,58 @@ impl StatCache {
         self.absent.as_ref().is_some_and(|c| c.contains_key(path))
     }
 
-    /// Remembers what `path` is.
+    /// Taken before a request whose answer goes to [`Self::put_observed`].
+    pub fn ticket(&self) -> u64 {
+        self.log().seq
+    }
+
+    /// True if this mount changed `path` (or a directory above it) after `ticket`: an answer
+    /// to a request sent before then may describe what the change replaced.
+    pub fn changed_since(&self, path: &str, ticket: u64) -> bool {
+        self.log().changed_since(path, ticket)
+    }
+
+    /// Remembers what the bucket answered for `path` (`None`: absent) to a request sent when
+    /// `ticket` was taken, unless this mount changed the path since; false if dropped.
+    pub fn put_observed(&self, path: &str, state: Option<ObjectState>, ticket: u64) -> bool {
+        let log = self.log();
+        if log.changed_since(path, ticket) {
+            return false;
+        }
+        match state {
+            Some(state) => self.insert_present(path, state),
+            None => self.insert_absent(path),
+        }
+        drop(log);
+        true
+    }
+
+    /// Remembers what `path` is after this mount changed it.
     pub fn put(&self, path: &str, state: ObjectState) {
-        if let Some(a) = &self.absent {
-            a.invalidate(path);
-        }
-        self.present.insert(path.to_string(), state);
+        let mut log = self.log();
+        log.note(path, false);
+        self.insert_present(path, state);
     }
 
-    /// Remembers that `path` does not exist.
+    /// Remembers that `path` does not exist after this mount removed it.
     pub fn put_absent(&self, path: &str) {
-        self.present.invalidate(path);
-        if let Some(a) = &self.absent {
-            a.insert(path.to_string(), ());
-        }
+        let mut log = self.log();
+        log.note(path, false);
+        self.insert_absent(path);
     }
 
-    /// Forgets anything about `path`.
+    /// Forgets anything about `path`, which this mount is changing.
     pub fn invalidate(&self, path: &str) {
-        self.present.invalidate(path);
-        if let Some(a) = &self.absent {
-            a.invalidate(path);
-        }
+        let mut log = self.log();
+        log.note(path, false);
+        self.forget(path);
     }
 
     /// Forgets everything about `path` and the paths below it (a directory renamed or removed).
     pub fn invalidate_tree(&self, path: &str) {
-        self.invalidate(path);
+        let mut log = self.log();
+        log.note(path, true);
+        self.forget(path);
         let below = format!("{path}/");
         // Settle pending inserts first so every cached key is visible to the scan.
         self.present.run_pending_tasks();
@@ -501,6 +582,28 @@ impl StatCache {
                 }
             }
         }
+        drop(log);
+    }
+
+    fn insert_present(&self, path: &str, state: ObjectState) {
+        if let Some(a) = &self.absent {
+            a.invalidate(path);
+        }
+        self.present.insert(path.to_string(), state);
+    }
+
+    fn insert_absent(&self, path: &str) {
+        self.present.invalidate(path);
+        if let Some(a) = &self.absent {
+            a.insert(path.to_string(), ());
+        }
+    }
+
+    fn forget(&self, path: &str) {
+        self.present.invalidate(path);
+        if let Some(a) = &self.absent {
+            a.invalidate(path);
+        }
     }
 
     /// Number of cached present paths.
@@ -514,7 +617,7 @@ impl StatCache {
         self.len() == 0
     }
 
-    /// Forgets that `path` is absent (something now exists there).
+    /// Forgets that `path` is absent (a listing shows something there).
     pub fn clear_absent(&self, path: &str) {
         if let Some(a) = &self.absent {
             a.invalidate(path);
@@ -632,5 +735,45 @@ mod tests {
         let off = StatCache::new(10, Duration::from_secs(60), false);
         off.put_absent("a");
         assert!(!off.is_absent("a"));
+    }
+
+    #[test]
+    fn answers_sent_before_an_own_change_are_dropped() {
+        let c = StatCache::new(10, Duration::from_secs(60), true);
+        let mut big = state(NodeKind::File);
+        big.attr.size = 95_012;
+        let mut small = state(NodeKind::File);
+        small.attr.size = 40_860;
+        // A HEAD goes out, the mount overwrites the file, then the HEAD's answer arrives.
+        let ticket = c.ticket();
+        c.put("w/r155", small.clone());
+        assert!(c.changed_since("w/r155", ticket));
+        assert!(!c.put_observed("w/r155", Some(big.clone()), ticket));
+        assert_eq!(c.get("w/r155").map(|s| s.attr.size), Some(40_860));
+        // Nor may an old "absent" answer hide a file just created.
+        assert!(!c.put_observed("w/r155", None, ticket));
+        assert!(!c.is_absent("w/r155"));
+        // Answers to requests sent after the change are kept; other paths are unaffected.
+        let later = c.ticket();
+        assert!(c.put_observed("w/r155", Some(big), later));
+        assert!(c.put_observed("w/other", None, ticket));
+        // A directory renamed away invalidates answers for everything below it, not beside it.
+        let before_move = c.ticket();
+        c.invalidate_tree("w");
+        assert!(c.changed_since("w/a/b", before_move));
+        assert!(!c.changed_since("wx/a", before_move));
+        assert!(!c.put_observed("w/a/b", Some(small), before_move));
+    }
+
+    #[test]
+    fn change_log_reset_counts_older_answers_as_stale() {
+        let c = StatCache::new(10, Duration::from_secs(60), true);
+        let ticket = c.ticket();
+        for i in 0..=CHANGES_KEPT {
+            c.invalidate(&format!("p{i}"));
+        }
+        // The record of p0 was forgotten: an answer older than the reset is not trusted.
+        assert!(c.changed_since("p0", ticket));
+        assert!(!c.changed_since("p0", c.ticket()));
     }
 }

@@ -433,6 +433,10 @@ impl ObjectStore {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<lean::LeanResponse, StoreError> {
+        if key.is_empty() {
+            // The bucket itself, not an object (the SDK refuses an empty key too).
+            return Err(StoreError::local(op, key, "an object key cannot be empty"));
+        }
         let r = lean
             .send(op, method, key, query, &headers, body)
             .await
