@@ -11,6 +11,7 @@
 //! transient failures with capped exponential backoff and jitter like the SDK's standard mode.
 //! Over HTTPS, upload bodies are sent as `UNSIGNED-PAYLOAD` (TLS already protects them; hashing
 //! a 10 MiB part costs more CPU than sending it); over plain HTTP the signature covers them.
+//! Listing pages (`ListObjectsV2`) take this path too, their XML read by `list_xml`.
 //! Answers become the same [`StoreError`]s the SDK path produces. Configurations it does not
 //! cover (an ARN as bucket name, an endpoint URL it cannot parse) keep using the SDK.
 
@@ -209,13 +210,16 @@ impl LeanClient {
         }
     }
 
-    /// Sends one request about `key`, retrying transport failures, timeouts, throttling and 5xx
-    /// answers. Returns the final answer whatever its status; errors are only for no answer.
+    /// Sends one request to `key` (`""`: the bucket), retrying transport failures, timeouts,
+    /// throttling and 5xx answers; errors name `about` (the key, or a listing's prefix).
+    /// Returns the final answer whatever its status; errors are only for no answer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn send(
         &self,
         op: &'static str,
         method: http::Method,
         key: &str,
+        about: &str,
         query: &str,
         headers: &[(String, String)],
         body: Bytes,
@@ -231,7 +235,7 @@ impl LeanClient {
                 tracing::debug!(op, attempt, "retrying an S3 request");
             }
             metrics.add_bytes_out(body.len() as u64);
-            let outcome = self.attempt(op, &method, key, &url, headers, &body).await;
+            let outcome = self.attempt(op, &method, about, &url, headers, &body).await;
             let retry = match &outcome {
                 Ok(r) => matches!(r.status, 429 | 500 | 502 | 503 | 504),
                 Err(StoreError::Timeout { .. } | StoreError::Unreachable { .. }) => true,

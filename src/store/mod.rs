@@ -11,6 +11,7 @@
 mod credentials;
 mod error;
 mod lean;
+mod list_xml;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -124,7 +125,8 @@ pub struct ObjectStore {
     encryption: Option<Encryption>,
     /// Multipart uploads whose abort failed: (key, upload id), retried until they go.
     pending_aborts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    /// The lean path for HEAD, GET, PUT, UploadPart and DELETE (`None`: everything goes through the SDK).
+    /// The lean path for HEAD, GET, LIST (v2), PUT, UploadPart and DELETE (`None`: everything goes
+    /// through the SDK).
     lean: Option<std::sync::Arc<lean::LeanClient>>,
 }
 
@@ -437,15 +439,32 @@ impl ObjectStore {
             // The bucket itself, not an object (the SDK refuses an empty key too).
             return Err(StoreError::local(op, key, "an object key cannot be empty"));
         }
+        self.lean_request(lean, op, method, key, key, query, headers, body)
+            .await
+    }
+
+    /// One request on the lean path to `key` (`""`: the bucket), reported as about `subject`.
+    #[allow(clippy::too_many_arguments)]
+    async fn lean_request(
+        &self,
+        lean: &lean::LeanClient,
+        op: &'static str,
+        method: http::Method,
+        key: &str,
+        subject: &str,
+        query: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Result<lean::LeanResponse, StoreError> {
         let r = lean
-            .send(op, method, key, query, &headers, body)
+            .send(op, method, key, subject, query, &headers, body)
             .await
             .map_err(|e| self.noted(e))?;
         if (200..300).contains(&r.status) {
             return Ok(r);
         }
         let (code, message) = lean::error_code(&r.body);
-        Err(self.noted(StoreError::from_status(op, key, r.status, code, message)))
+        Err(self.noted(StoreError::from_status(op, subject, r.status, code, message)))
     }
 
     /// The headers of a new object on the lean path: type, user metadata, storage class and
@@ -484,6 +503,9 @@ impl ObjectStore {
         if self.list_v1 {
             return self.list_v1(prefix, delimited, token, max_keys).await;
         }
+        if let Some(lean) = &self.lean {
+            return self.list_lean(lean, prefix, delimited, token, max_keys).await;
+        }
         let out = self
             .client
             .list_objects_v2()
@@ -509,6 +531,59 @@ impl ObjectStore {
                 .filter_map(|p| p.prefix().map(|k| decode.key(k)))
                 .collect(),
             next,
+        })
+    }
+
+    /// [`Self::list`] on the lean path: the same `ListObjectsV2` request, its XML read by
+    /// [`list_xml`] instead of the SDK's deserializer.
+    async fn list_lean(
+        &self,
+        lean: &lean::LeanClient,
+        prefix: &str,
+        delimited: bool,
+        token: Option<String>,
+        max_keys: i32,
+    ) -> Result<ListPage, StoreError> {
+        const OP: &str = "ListObjectsV2";
+        let enc = |v: &str| percent_encoding::utf8_percent_encode(v, lean::QUERY_VALUE).to_string();
+        let mut query = String::new();
+        if let Some(t) = &token {
+            query.push_str(&format!("continuation-token={}&", enc(t)));
+        }
+        if delimited {
+            query.push_str("delimiter=%2F&");
+        }
+        query.push_str(&format!(
+            "encoding-type=url&list-type=2&max-keys={max_keys}&prefix={}",
+            enc(prefix)
+        ));
+        let r = self
+            .lean_request(
+                lean,
+                OP,
+                http::Method::GET,
+                "",
+                prefix,
+                &query,
+                Vec::new(),
+                Bytes::new(),
+            )
+            .await?;
+        let raw =
+            list_xml::parse_list_v2(&r.body).map_err(|e| self.noted(StoreError::local(OP, prefix, e)))?;
+        let decode = KeyDecoder(raw.url_encoded);
+        let objects = raw
+            .objects
+            .into_iter()
+            .map(|mut o| {
+                o.key = decode.key(&o.key);
+                o
+            })
+            .collect();
+        Ok(ListPage {
+            objects,
+            prefixes: raw.prefixes.iter().map(|p| decode.key(p)).collect(),
+            next: if raw.truncated { raw.next_token } else { None },
         })
     }
 
