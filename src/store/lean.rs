@@ -262,14 +262,14 @@ impl LeanClient {
         &self,
         op: &'static str,
         method: &http::Method,
-        key: &str,
+        about: &str,
         url: &str,
         headers: &[(String, String)],
         body: &Bytes,
     ) -> Result<LeanResponse, StoreError> {
         let other = |detail: String| StoreError::Other {
             op,
-            key: key.to_string(),
+            key: about.to_string(),
             detail,
         };
         let creds = self
@@ -329,7 +329,7 @@ impl LeanClient {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| self.transport_error(op, key, &e))?;
+                .map_err(|e| self.transport_error(op, about, &e))?;
             let (parts, mut incoming) = response.into_parts();
             // Into one buffer of the announced size, freeing each received chunk as it is
             // copied: collecting the chunks first would hold a large range twice.
@@ -343,7 +343,7 @@ impl LeanClient {
             while let Some(frame) = incoming.frame().await {
                 let frame = frame.map_err(|e| StoreError::Unreachable {
                     op,
-                    key: key.to_string(),
+                    key: about.to_string(),
                     endpoint: self.endpoint.clone(),
                     detail: format!("the response body broke off: {e}"),
                 })?;
@@ -362,7 +362,7 @@ impl LeanClient {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout {
                 op,
-                key: key.to_string(),
+                key: about.to_string(),
                 endpoint: self.endpoint.clone(),
             }),
         }
