@@ -162,6 +162,8 @@ pub struct MountOptions {
     pub fuse_threads: usize,
     /// Threads running S3 requests and file operations (`io_threads=`).
     pub io_threads: usize,
+    /// Kernel read-ahead of the mount in KiB (`read_ahead_kb=`; 0 keeps the kernel's own).
+    pub read_ahead_kb: u32,
     /// Errno for `link(2)` (`hardlink_errno=enotsup|eperm`).
     pub hardlink_errno: HardlinkErrno,
     /// Extra kernel mount flags passed through (`nosuid`, `nodev`, `noexec`, ...).
@@ -213,6 +215,7 @@ impl Default for MountOptions {
             readwrite_timeout: Duration::from_secs(120),
             fuse_threads: 2,
             io_threads: default_io_threads(),
+            read_ahead_kb: 1024,
             hardlink_errno: HardlinkErrno::Enotsup,
             kernel_flags: Vec::new(),
             storage_class: None,
@@ -285,6 +288,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "logfile", value: "PATH", help: "log to this file (default: syslog when daemonized, stderr with -f)" },
     OptionDoc { name: "fuse_threads", value: "N", help: "threads reading FUSE requests (default 2)" },
     OptionDoc { name: "io_threads", value: "N", help: "threads running S3 requests and file operations (default: half the CPUs, at least 1)" },
+    OptionDoc { name: "read_ahead_kb", value: "KIB", help: "kernel read-ahead of the mount, set as root (default 1024; 0 keeps the kernel's 128)" },
     OptionDoc { name: "nosuid, nodev, noexec, suid, dev, exec, noatime, atime", value: "", help: "kernel mount flags, passed through" },
     OptionDoc { name: "default_permissions, nonempty, rw", value: "", help: "accepted for compatibility (permissions are always checked by the kernel)" },
 ];
@@ -533,6 +537,15 @@ impl MountOptions {
                     )));
                 }
                 self.fuse_threads = n as usize;
+            }
+            "read_ahead_kb" => {
+                let n = parse_u64(name, require_value(name, value)?)?;
+                if n > 65_536 {
+                    return Err(OptionError::new(format!(
+                        "option 'read_ahead_kb={n}': use 0 (the kernel's default) to 65536"
+                    )));
+                }
+                self.read_ahead_kb = n as u32;
             }
             "io_threads" => {
                 let n = parse_u64(name, require_value(name, value)?)?;

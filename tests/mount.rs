@@ -575,6 +575,39 @@ fn reading_4k_of_a_large_object_transfers_about_that() {
     m.unmount();
 }
 
+/// The kernel read-ahead of the mount at `path`, from its backing device in sysfs.
+fn read_ahead_kb(path: &Path) -> u32 {
+    let dev = fs::metadata(path).unwrap().dev();
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    fs::read_to_string(&knob)
+        .unwrap_or_else(|e| panic!("read {knob}: {e}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn read_ahead_is_raised_for_sequential_readers_and_can_be_kept() {
+    let bucket = block_on(new_bucket("readahead"));
+    let m = Mount::mount(&bucket, &[]);
+    assert_eq!(read_ahead_kb(m.path()), 1024, "the default read_ahead_kb");
+    m.unmount();
+    let m = Mount::mount(&bucket, &["read_ahead_kb=4096"]);
+    assert_eq!(read_ahead_kb(m.path()), 4096);
+    m.unmount();
+    let m = Mount::mount(&bucket, &["read_ahead_kb=0"]);
+    let kept = read_ahead_kb(m.path());
+    assert!(
+        kept <= 128,
+        "read_ahead_kb=0 should keep the kernel's own (at most 128), got {kept}"
+    );
+    m.unmount();
+}
+
 #[test]
 fn failed_upload_is_reported_by_fsync_and_close() {
     let bucket = block_on(new_bucket("fail"));

@@ -7,7 +7,8 @@
 //! HTTP or signing. [`LeanClient`] does only what such a request needs: it builds the URL
 //! (path-style or virtual-hosted, as the SDK would), signs it with SigV4 (`aws-sigv4`, the SDK's own
 //! signer, with the same credentials provider, so rotation works the same), sends it over a pooled
-//! keep-alive connection (hyper, rustls with the system roots plus `ca_bundle=`), and retries
+//! keep-alive connection (hyper, rustls with the system roots plus `ca_bundle=`; connections that
+//! acknowledge at once, see `quick_ack`), and retries
 //! transient failures with capped exponential backoff and jitter like the SDK's standard mode.
 //! Upload bodies are sent as `UNSIGNED-PAYLOAD`, over HTTP and HTTPS alike (S3 and the
 //! compatible servers accept it; every header is still signed): hashing a 10 MiB part costs
@@ -29,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
+use super::quick_ack::QuickAckConnector;
 use super::StoreError;
 
 /// Characters escaped in a key's URL path: everything but unreserved characters and `/`.
@@ -77,7 +79,7 @@ pub(super) struct LeanResponse {
 
 /// Signed requests to one bucket over a pooled connection set.
 pub(super) struct LeanClient {
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<hyper_rustls::HttpsConnector<QuickAckConnector>, Full<Bytes>>,
     /// `scheme://authority` requests go to.
     origin: String,
     /// Path before the key: `/bucket/` (path-style) or `/` (virtual-hosted), after any endpoint path.
@@ -182,7 +184,7 @@ impl LeanClient {
             .with_tls_config(tls_config(s.ca_pem)?)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(tcp);
+            .wrap_connector(QuickAckConnector(tcp));
         let http = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_timer(hyper_util::rt::TokioTimer::new())

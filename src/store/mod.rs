@@ -12,6 +12,7 @@ mod credentials;
 mod error;
 mod lean;
 mod list_xml;
+mod quick_ack;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
