@@ -1342,3 +1342,64 @@ fn the_proxy_forwards_keep_alive_traffic_and_injects_faults() {
     });
     assert!(refused, "a stopped server must refuse connections");
 }
+
+/// Storage class and encryption options reach every request that writes an object: a PUT, a
+/// multipart upload, a rename's copy and, as well, the metadata copy of chmod, chown and touch
+/// (a copy that left them out would move the object back to the bucket's defaults).
+#[test]
+fn storage_class_and_encryption_travel_with_every_write_including_metadata_copies() {
+    let bucket = block_on(new_bucket("sclass"));
+    block_on(put(&bucket, "foreign.txt", b"from another tool".to_vec()));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &["storage_class=STANDARD_IA", "use_sse"]);
+    let p = m.path();
+    fs::write(p.join("small"), b"one PUT").unwrap();
+    fs::write(p.join("large"), pattern(12 << 20, 7)).unwrap();
+    fs::set_permissions(p.join("small"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(p.join("foreign.txt"), Some(1234), None).unwrap();
+    let f = fs::File::options().write(true).open(p.join("large")).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+        .unwrap();
+    drop(f);
+    fs::rename(p.join("small"), p.join("renamed")).unwrap();
+    fs::create_dir(p.join("dir")).unwrap();
+    fs::set_permissions(p.join("dir"), fs::Permissions::from_mode(0o700)).unwrap();
+
+    let seen = proxy.seen();
+    let copies = seen
+        .iter()
+        .filter(|s| s.headers.iter().any(|h| h == "x-amz-copy-source"))
+        .count();
+    assert!(
+        copies >= 3,
+        "expected the metadata copies and the rename's copy, saw {copies}: {seen:#?}"
+    );
+    // Object writes: PUT without a part number (objects, copies, markers) and the multipart
+    // upload's creation (POST ?uploads); parts and the completion carry no such headers in S3.
+    let writes: Vec<_> = seen
+        .iter()
+        .filter(|s| {
+            (s.method == "PUT" && !s.target.contains("partNumber="))
+                || (s.method == "POST" && s.target.contains("uploads"))
+        })
+        .collect();
+    assert!(writes.len() >= 7, "too few writes seen: {writes:#?}");
+    for w in writes {
+        for h in ["x-amz-storage-class", "x-amz-server-side-encryption"] {
+            assert!(
+                w.headers.iter().any(|x| x == h),
+                "{} {} lacks {h}: {:?}",
+                w.method,
+                w.target,
+                w.headers
+            );
+        }
+    }
+    assert_eq!(fs::read(p.join("renamed")).unwrap(), b"one PUT");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(p.join("foreign.txt")).unwrap()),
+        1234,
+        "chown stored"
+    );
+    m.m.unmount();
+}

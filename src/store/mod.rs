@@ -821,9 +821,11 @@ impl ObjectStore {
             self.bucket,
             percent_encoding::utf8_percent_encode(key, COPY_SOURCE)
         );
-        let out = self
-            .client
-            .copy_object()
+        // The copy replaces the object: without the storage class and encryption headers it
+        // would fall back to the bucket's defaults (a chmod must not move a file out of
+        // STANDARD_IA or drop its SSE-KMS key).
+        let req = write_headers!(self.client.copy_object(), self);
+        let out = req
             .bucket(&self.bucket)
             .key(key)
             .copy_source(source)
