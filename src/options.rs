@@ -268,7 +268,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "stat_cache_expire", value: "SECS", help: "how long attributes and names are cached, also by the kernel (default 60)" },
     OptionDoc { name: "disable_noobj_cache", value: "", help: "do not cache the absence of a name nor the contents of directories (both are on by default)" },
     OptionDoc { name: "listobjectsv1", value: "", help: "list with ListObjects v1 instead of ListObjectsV2" },
-    OptionDoc { name: "sdk_requests", value: "", help: "send every request through the AWS SDK (default: HEAD, GET, LIST, PUT, UploadPart and DELETE take a lighter signed HTTP path; for comparison, or a server it does not suit)" },
+    OptionDoc { name: "sdk_requests", value: "", help: "send every request through the AWS SDK (default: HEAD, GET, LIST, PUT, UploadPart, CopyObject and DELETE take a lighter signed HTTP path; for comparison, or a server it does not suit)" },
     OptionDoc { name: "cache_dir", value: "DIR", help: "where files being written are staged once past max_dirty_memory (default: system temp dir)" },
     OptionDoc { name: "max_memory", value: "MIB", help: "memory for read-ahead shared by all open files (default 128)" },
     OptionDoc { name: "max_dirty_memory", value: "MIB", help: "bytes of one file staged in memory before spilling to cache_dir (default 8)" },

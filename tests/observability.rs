@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -732,6 +732,10 @@ fn https_endpoint_signed_by_a_private_ca_carries_every_request_kind() {
         requests(&text, "UploadPart") >= 3.0,
         "not 3 UploadParts over TLS:\n{text}"
     );
+    assert!(
+        requests(&text, "CopyObject") >= 1.0,
+        "chmod sent no CopyObject over TLS:\n{text}"
+    );
     m.unmount();
 
     // A fresh mount reads everything back through TLS: listing, HEADs, ranged GETs.
@@ -779,6 +783,14 @@ fn https_endpoint_signed_by_a_private_ca_carries_every_request_kind() {
     assert_eq!(
         fs::metadata(m.path().join("d/sdk")).unwrap().len(),
         small.len() as u64
+    );
+    fs::set_permissions(m.path().join("d/sdk"), fs::Permissions::from_mode(0o600)).unwrap();
+    m.unmount();
+    let m = Mount::mount(&bucket, &[&url, &format!("ca_bundle={}", front.ca.display())]);
+    assert_eq!(
+        fs::metadata(m.path().join("d/sdk")).unwrap().mode() & 0o7777,
+        0o600,
+        "chmod through the SDK was stored"
     );
     m.unmount();
     assert_eq!(

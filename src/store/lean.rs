@@ -14,7 +14,8 @@
 //! compatible servers accept it; every header is still signed): hashing a 10 MiB part costs
 //! more CPU than sending it, and on 2 cores that CPU is taken from throughput (a 1 GiB write:
 //! 203 -> 257 MiB/s, rossfs CPU 2.06 -> 1.19 s). `sdk_requests` has the SDK hash them.
-//! Listing pages (`ListObjectsV2`) take this path too, their XML read by `list_xml`.
+//! Listing pages (`ListObjectsV2`) and copies (`CopyObject`, for chmod/chown/touch and rename)
+//! take this path too, their XML answers read by `xml_answers`.
 //! Answers become the same [`StoreError`]s the SDK path produces. Configurations it does not
 //! cover (an ARN as bucket name, an endpoint URL it cannot parse) keep using the SDK.
 

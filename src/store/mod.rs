@@ -11,8 +11,8 @@
 mod credentials;
 mod error;
 mod lean;
-mod list_xml;
 mod quick_ack;
+mod xml_answers;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -126,7 +126,7 @@ pub struct ObjectStore {
     encryption: Option<Encryption>,
     /// Multipart uploads whose abort failed: (key, upload id), retried until they go.
     pending_aborts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    /// The lean path for HEAD, GET, LIST (v2), PUT, UploadPart and DELETE (`None`: everything goes
+    /// The lean path for HEAD, GET, LIST (v2), PUT, UploadPart, CopyObject and DELETE (`None`: everything goes
     /// through the SDK).
     lean: Option<std::sync::Arc<lean::LeanClient>>,
 }
@@ -477,6 +477,13 @@ impl ObjectStore {
                 .iter()
                 .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone())),
         );
+        h.extend(self.placement_headers());
+        h
+    }
+
+    /// Storage class and encryption headers of every object write on the lean path.
+    fn placement_headers(&self) -> Vec<(String, String)> {
+        let mut h = Vec::new();
         if let Some(class) = &self.storage_class {
             h.push(("x-amz-storage-class".into(), class.as_str().to_string()));
         }
@@ -536,7 +543,7 @@ impl ObjectStore {
     }
 
     /// [`Self::list`] on the lean path: the same `ListObjectsV2` request, its XML read by
-    /// [`list_xml`] instead of the SDK's deserializer.
+    /// [`xml_answers`] instead of the SDK's deserializer.
     async fn list_lean(
         &self,
         lean: &lean::LeanClient,
@@ -571,7 +578,7 @@ impl ObjectStore {
             )
             .await?;
         let raw =
-            list_xml::parse_list_v2(&r.body).map_err(|e| self.noted(StoreError::local(OP, prefix, e)))?;
+            xml_answers::parse_list_v2(&r.body).map_err(|e| self.noted(StoreError::local(OP, prefix, e)))?;
         let decode = KeyDecoder(raw.url_encoded);
         let objects = raw
             .objects
@@ -816,11 +823,10 @@ impl ObjectStore {
         put: &PutOptions,
         if_match: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
-        let source = format!(
-            "{}/{}",
-            self.bucket,
-            percent_encoding::utf8_percent_encode(key, COPY_SOURCE)
-        );
+        if let Some(lean) = &self.lean {
+            return self.copy_lean(lean, key, key, Some(put), if_match).await;
+        }
+        let source = self.copy_source(key);
         // The copy replaces the object: without the storage class and encryption headers it
         // would fall back to the bucket's defaults (a chmod must not move a file out of
         // STANDARD_IA or drop its SSE-KMS key).
@@ -842,6 +848,42 @@ impl ObjectStore {
             .map(str::to_string))
     }
 
+    /// `CopyObject` of `src` onto `dst` on the lean path: with the new content type and metadata
+    /// of `replace` (`REPLACE`), else with the source's (`COPY`); storage class and encryption
+    /// as every write; only if the source's ETag is still `if_match`. S3 may report a copy
+    /// that failed after it started with status 200 and an `<Error>` body: that is an error
+    /// here too. Returns the new ETag.
+    async fn copy_lean(
+        &self,
+        lean: &lean::LeanClient,
+        src: &str,
+        dst: &str,
+        replace: Option<&PutOptions>,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        const OP: &str = "CopyObject";
+        let mut headers = match replace {
+            Some(put) => self.object_headers(put),
+            None => self.placement_headers(),
+        };
+        let directive = if replace.is_some() { "REPLACE" } else { "COPY" };
+        headers.push(("x-amz-metadata-directive".into(), directive.into()));
+        headers.push(("x-amz-copy-source".into(), self.copy_source(src)));
+        if let Some(etag) = if_match {
+            headers.push(("x-amz-copy-source-if-match".into(), etag.to_string()));
+        }
+        let r = self
+            .lean_call(lean, OP, http::Method::PUT, dst, "", headers, Bytes::new())
+            .await?;
+        match xml_answers::parse_copy_result(&r.body) {
+            Ok(xml_answers::CopyAnswer::Done { etag }) => Ok(etag),
+            Ok(xml_answers::CopyAnswer::Failed { code, message }) => {
+                Err(self.noted(StoreError::from_status(OP, dst, 500, code, message)))
+            }
+            Err(e) => Err(self.noted(StoreError::local(OP, dst, e))),
+        }
+    }
+
     fn copy_source(&self, key: &str) -> String {
         format!(
             "{}/{}",
@@ -860,6 +902,9 @@ impl ObjectStore {
         put: &PutOptions,
     ) -> Result<Option<String>, StoreError> {
         if size <= MAX_SINGLE_COPY {
+            if let Some(lean) = &self.lean {
+                return self.copy_lean(lean, src, dst, Some(put), None).await;
+            }
             let req = write_headers!(self.client.copy_object(), self);
             let out = req
                 .bucket(&self.bucket)
@@ -943,6 +988,9 @@ impl ObjectStore {
             };
             self.copy(src, dst, info.size, &put).await?;
             return Ok(());
+        }
+        if let Some(lean) = &self.lean {
+            return self.copy_lean(lean, src, dst, None, None).await.map(|_| ());
         }
         let req = write_headers!(self.client.copy_object(), self);
         req.bucket(&self.bucket)

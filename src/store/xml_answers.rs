@@ -1,8 +1,11 @@
-//! Reading a `ListObjectsV2` answer (`<ListBucketResult>`) on the lean request path.
+//! Reading the XML answers of the lean request path: `ListObjectsV2` pages
+//! (`<ListBucketResult>`) and `CopyObject` results (`<CopyObjectResult>`, or an `<Error>` that
+//! S3 may send with status 200 when a copy fails after it started).
 //!
-//! Only what a listing page needs is kept: each object's key, size, ETag and Last-Modified,
-//! the common prefixes, whether the listing is truncated, the continuation token and the
-//! encoding type. Unknown elements are skipped; text is unescaped (`&amp;`, `&#38;` ...).
+//! Only what rossfs needs is kept: of a listing page each object's key, size, ETag and
+//! Last-Modified, the common prefixes, whether the listing is truncated, the continuation token
+//! and the encoding type; of a copy its new ETag or its error code and message. Unknown
+//! elements are skipped; text is unescaped (`&amp;`, `&#38;` ...).
 
 use std::time::SystemTime;
 
@@ -93,6 +96,72 @@ pub(super) fn parse_list_v2(body: &[u8]) -> Result<RawListPage, String> {
 }
 
 /// An ISO 8601 time as S3 writes it (`2026-11-24T04:05:55.123Z`).
+/// What a `CopyObject` answer with status 200 says.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum CopyAnswer {
+    /// The copy exists; its ETag, if the answer gave one.
+    Done { etag: Option<String> },
+    /// The copy failed after the server accepted it.
+    Failed { code: String, message: String },
+}
+
+/// Parses the body of a `CopyObject` (or `UploadPartCopy`) answer; an error names what is
+/// wrong with it.
+pub(super) fn parse_copy_result(body: &[u8]) -> Result<CopyAnswer, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("the copy result is not UTF-8: {e}"))?;
+    let mut open: Vec<&str> = Vec::new();
+    let mut value = String::new();
+    let mut root: Option<&str> = None;
+    let (mut etag, mut code, mut message) = (None, String::new(), String::new());
+    for token in Tokenizer::from(text) {
+        let token = token.map_err(|e| format!("malformed copy result XML: {e}"))?;
+        match token {
+            Token::ElementStart { local, .. } => {
+                if open.is_empty() {
+                    match local.as_str() {
+                        r @ ("CopyObjectResult" | "CopyPartResult" | "Error") => root = Some(r),
+                        other => return Err(format!("expected <CopyObjectResult>, found <{other}>")),
+                    }
+                }
+                open.push(local.as_str());
+                value.clear();
+            }
+            Token::ElementEnd { end, .. } => match end {
+                ElementEnd::Open => {}
+                ElementEnd::Empty | ElementEnd::Close(..) => {
+                    if let ElementEnd::Close(_, name) = end {
+                        if open.last() != Some(&name.as_str()) {
+                            return Err(format!(
+                                "malformed copy result XML: </{}> closes <{}>",
+                                name.as_str(),
+                                open.last().unwrap_or(&"")
+                            ));
+                        }
+                    }
+                    match open.as_slice() {
+                        ["CopyObjectResult" | "CopyPartResult", "ETag"] => etag = Some(unescape(&value)?),
+                        ["Error", "Code"] => code = unescape(&value)?,
+                        ["Error", "Message"] => message = unescape(&value)?,
+                        _ => {}
+                    }
+                    open.pop();
+                }
+            },
+            Token::Text { text } if !open.is_empty() => value.push_str(text.as_str()),
+            Token::Cdata { text, .. } if !open.is_empty() => value.push_str(text.as_str()),
+            _ => {}
+        }
+    }
+    if !open.is_empty() {
+        return Err(format!("the copy result ends inside <{}>", open.join("><")));
+    }
+    match root {
+        Some("Error") => Ok(CopyAnswer::Failed { code, message }),
+        Some(_) => Ok(CopyAnswer::Done { etag }),
+        None => Err("the copy result is empty".into()),
+    }
+}
+
 fn parse_time(s: &str) -> Option<SystemTime> {
     aws_smithy_types::DateTime::from_str(s.trim(), aws_smithy_types::date_time::Format::DateTime)
         .ok()
@@ -198,5 +267,39 @@ mod tests {
         );
         assert!(unescape("a &bogus; b").is_err());
         assert_eq!(unescape("&lt;&#x41;&#66;&gt;").unwrap(), "<AB>");
+    }
+
+    #[test]
+    fn copy_results_give_the_etag_or_the_error() {
+        let done = br#"<?xml version="1.0" encoding="UTF-8"?>
+<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LastModified>2026-11-30T10:00:00.000Z</LastModified><ETag>&quot;9b2cf535f27731c974343645a3985328&quot;</ETag></CopyObjectResult>"#;
+        assert_eq!(
+            parse_copy_result(done),
+            Ok(CopyAnswer::Done {
+                etag: Some("\"9b2cf535f27731c974343645a3985328\"".into())
+            })
+        );
+        let failed =
+            b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>";
+        assert_eq!(
+            parse_copy_result(failed),
+            Ok(CopyAnswer::Failed {
+                code: "InternalError".into(),
+                message: "We encountered an internal error.".into()
+            })
+        );
+        assert_eq!(
+            parse_copy_result(b"<CopyPartResult><ETag>\"p1\"</ETag></CopyPartResult>"),
+            Ok(CopyAnswer::Done {
+                etag: Some("\"p1\"".into())
+            })
+        );
+        assert_eq!(
+            parse_copy_result(b"<CopyObjectResult/>"),
+            Ok(CopyAnswer::Done { etag: None })
+        );
+        assert!(parse_copy_result(b"").is_err());
+        assert!(parse_copy_result(b"<ListBucketResult/>").is_err());
+        assert!(parse_copy_result(b"<CopyObjectResult><ETag>x</CopyObjectResult>").is_err());
     }
 }
