@@ -8,8 +8,8 @@
 //! (path-style or virtual-hosted, as the SDK would), signs it with SigV4 (`aws-sigv4`, the SDK's own
 //! signer, with the same credentials provider, so rotation works the same), sends it over a pooled
 //! keep-alive connection (hyper, rustls with the system roots plus `ca_bundle=`; connections that
-//! acknowledge at once, see `quick_ack`), and retries
-//! transient failures with capped exponential backoff and jitter like the SDK's standard mode.
+//! acknowledge at once, see `quick_ack`), and retries transient failures with capped
+//! exponential backoff and jitter like the SDK's standard mode.
 //! Upload bodies are sent as `UNSIGNED-PAYLOAD`, over HTTP and HTTPS alike (S3 and the
 //! compatible servers accept it; every header is still signed): hashing a 10 MiB part costs
 //! more CPU than sending it, and on 2 cores that CPU is taken from throughput (a 1 GiB write:

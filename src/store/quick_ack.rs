@@ -7,7 +7,8 @@
 //! read, `tar -c` of a source tree (one small GET per file). [`QuickAckConnector`] wraps
 //! hyper's TCP connector so that each of its connections sets `TCP_QUICKACK` after every read
 //! that returned data, which sends any acknowledgement the kernel is holding back. That costs one
-//! `setsockopt` per read and changes nothing against servers that do set `TCP_NODELAY`.
+//! `setsockopt` per read; against servers that set `TCP_NODELAY` it only means acknowledgements
+//! leave a little more often (no measurable change in a 1 GiB read here).
 
 use std::future::Future;
 use std::os::fd::AsRawFd;
