@@ -383,8 +383,9 @@ fn open_session(
 /// Sets the kernel read-ahead of the mounted filesystem with device number `dev`. The FUSE
 /// handshake can only lower it below the kernel's 128 KiB; the backing device's sysfs knob raises
 /// it, so a sequential reader's pages are asked for in 1 MiB requests, several at once, instead
-/// of 128 KiB ones. Needs root; elsewhere the kernel's default stays (logged, not an error).
-fn set_read_ahead(dev: u64, kib: u32) {
+/// of 128 KiB ones. Needs root; elsewhere the kernel's default stays: a warning when the user
+/// asked for a value (`asked`), a note at info level for the default.
+fn set_read_ahead(dev: u64, kib: u32, asked: bool) {
     if kib == 0 {
         return;
     }
@@ -395,6 +396,10 @@ fn set_read_ahead(dev: u64, kib: u32) {
     );
     match std::fs::write(&path, kib.to_string()) {
         Ok(()) => tracing::debug!("read-ahead set to {kib} KiB ({path})"),
+        Err(e) if asked => tracing::warn!(
+            "read_ahead_kb={kib} not applied, the kernel's default stays: cannot write {path}: {e} \
+             (it needs root; mount as root or leave the option out)"
+        ),
         Err(e) => tracing::info!("read-ahead left at the kernel's default: cannot write {path}: {e}"),
     }
 }
@@ -600,6 +605,7 @@ pub fn run(mut req: MountRequest) -> i32 {
                 set_read_ahead(
                     std::os::unix::fs::MetadataExt::dev(&root),
                     req.options.read_ahead_kb,
+                    req.options.read_ahead_asked,
                 );
             }
             tracing::info!("mounted {} at {}", req.source_spec, mountpoint.display());

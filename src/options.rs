@@ -164,6 +164,8 @@ pub struct MountOptions {
     pub io_threads: usize,
     /// Kernel read-ahead of the mount in KiB (`read_ahead_kb=`; 0 keeps the kernel's own).
     pub read_ahead_kb: u32,
+    /// `read_ahead_kb=` was given (a failure to apply it is then a warning, not a note).
+    pub read_ahead_asked: bool,
     /// Errno for `link(2)` (`hardlink_errno=enotsup|eperm`).
     pub hardlink_errno: HardlinkErrno,
     /// Extra kernel mount flags passed through (`nosuid`, `nodev`, `noexec`, ...).
@@ -216,6 +218,7 @@ impl Default for MountOptions {
             fuse_threads: 2,
             io_threads: default_io_threads(),
             read_ahead_kb: 1024,
+            read_ahead_asked: false,
             hardlink_errno: HardlinkErrno::Enotsup,
             kernel_flags: Vec::new(),
             storage_class: None,
@@ -546,6 +549,7 @@ impl MountOptions {
                     )));
                 }
                 self.read_ahead_kb = n as u32;
+                self.read_ahead_asked = true;
             }
             "io_threads" => {
                 let n = parse_u64(name, require_value(name, value)?)?;
