@@ -95,7 +95,6 @@ pub(super) fn parse_list_v2(body: &[u8]) -> Result<RawListPage, String> {
     Ok(page)
 }
 
-/// An ISO 8601 time as S3 writes it (`2026-11-24T04:05:55.123Z`).
 /// What a `CopyObject` answer with status 200 says.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum CopyAnswer {
@@ -148,7 +147,10 @@ pub(super) fn parse_copy_result(body: &[u8]) -> Result<CopyAnswer, String> {
                 }
             },
             Token::Text { text } if !open.is_empty() => value.push_str(text.as_str()),
-            Token::Cdata { text, .. } if !open.is_empty() => value.push_str(text.as_str()),
+            // CDATA is literal: escaped here so that unescape gives it back unchanged.
+            Token::Cdata { text, .. } if !open.is_empty() => {
+                value.push_str(&text.as_str().replace('&', "&amp;"))
+            }
             _ => {}
         }
     }
@@ -162,6 +164,7 @@ pub(super) fn parse_copy_result(body: &[u8]) -> Result<CopyAnswer, String> {
     }
 }
 
+/// An ISO 8601 time as S3 writes it (`2026-11-24T04:05:55.123Z`).
 fn parse_time(s: &str) -> Option<SystemTime> {
     aws_smithy_types::DateTime::from_str(s.trim(), aws_smithy_types::date_time::Format::DateTime)
         .ok()
@@ -297,6 +300,13 @@ mod tests {
         assert_eq!(
             parse_copy_result(b"<CopyObjectResult/>"),
             Ok(CopyAnswer::Done { etag: None })
+        );
+        assert_eq!(
+            parse_copy_result(b"<CopyObjectResult><ETag><![CDATA[\"a&amp;b\"]]></ETag></CopyObjectResult>"),
+            Ok(CopyAnswer::Done {
+                etag: Some("\"a&amp;b\"".into())
+            }),
+            "CDATA is literal"
         );
         assert!(parse_copy_result(b"").is_err());
         assert!(parse_copy_result(b"<ListBucketResult/>").is_err());
