@@ -638,6 +638,9 @@ fn run_op(row: &str, run: &RowRun, m: &FMount, bucket: &str, op: Op, seed: u64) 
             block_on(put(bucket, "cm.bin", body.clone()));
             let path = m.path().join("cm.bin");
             fs::metadata(&path).unwrap_or_else(|e| panic!("{ctx} stat before the fault: {e}"));
+            // Stored attributes first, so that the mount knows what the object holds.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                .unwrap_or_else(|e| panic!("{ctx} chmod before the fault: {e}"));
             run.activate();
             let got = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
             run.heal();
@@ -653,6 +656,20 @@ fn run_op(row: &str, run: &RowRun, m: &FMount, bucket: &str, op: Op, seed: u64) 
                     stored_mode,
                     Some(0o600),
                     "{ctx} chmod failed but the bucket has the new mode (harmless, but unexpected)"
+                );
+                let shown = fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777);
+                assert_ne!(
+                    shown.ok(),
+                    Some(0o600),
+                    "{ctx} chmod failed but the mount shows the new mode"
+                );
+                // The same chmod again, the server healed: stored (not taken for a no-op).
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                    .unwrap_or_else(|e| panic!("{ctx} chmod retried after the fault: {e}"));
+                assert_eq!(
+                    block_on(mode_metadata(bucket, "cm.bin")).map(|m| m & 0o7777),
+                    Some(0o600),
+                    "{ctx} chmod retried after a failure was not stored"
                 );
             }
             assert_eq!(

@@ -487,3 +487,72 @@ fn touch_with_a_fractional_time_round_trips_to_the_nanosecond() {
     assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_600_000_000, 123_456_789));
     m.unmount();
 }
+
+/// Requests of one S3 operation the mount has made so far (0 before the first).
+fn s3_requests(port: u16, op: &str) -> f64 {
+    let series = format!("rossfs_s3_request_seconds_count{{op=\"{op}\"}}");
+    let text = scrape(port);
+    if text.lines().any(|l| l.starts_with(&series)) {
+        metric(&text, &series)
+    } else {
+        0.0
+    }
+}
+
+#[test]
+fn attribute_changes_that_change_nothing_stored_cost_no_request() {
+    let bucket = block_on(new_bucket("noop-attr"));
+    // An object another tool wrote, with no POSIX metadata: its mode and owner are the mount's
+    // defaults, so setting them to what is shown must still store them.
+    block_on(async { put_object(&s3_client().await, &bucket, "plain", b"p".to_vec()).await });
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    let d = m.path().join("made-here");
+    fs::create_dir(&d).unwrap();
+    let copies = s3_requests(port, "CopyObject");
+    let ctime = fs::metadata(&d).unwrap().ctime_nsec();
+    let ctime_s = fs::metadata(&d).unwrap().ctime();
+
+    // What tar does for every directory it extracts, as root: chown to the owner it has.
+    std::os::unix::fs::chown(&d, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(mode_of(&d))).unwrap();
+    assert_eq!(
+        s3_requests(port, "CopyObject"),
+        copies,
+        "no-op chown and chmod made a copy"
+    );
+    let after = fs::metadata(&d).unwrap();
+    assert!(
+        (after.ctime(), after.ctime_nsec()) > (ctime_s, ctime),
+        "ctime moves on a no-op chown, as on a local disk"
+    );
+    // A real change is stored, at once.
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(s3_requests(port, "CopyObject"), copies + 1.0);
+    let stored = block_on(stored_metadata(&bucket, "made-here/"));
+    assert_eq!(
+        stored.get("mode").map(String::as_str),
+        Some(&*(0o040700u32).to_string())
+    );
+
+    // Defaults are not stored values: a chmod and chown to them writes them.
+    let plain = m.path().join("plain");
+    let shown = fs::metadata(&plain).unwrap();
+    fs::set_permissions(&plain, fs::Permissions::from_mode(shown.mode() & 0o7777)).unwrap();
+    std::os::unix::fs::chown(&plain, Some(shown.uid()), Some(shown.gid())).unwrap();
+    let stored = block_on(stored_metadata(&bucket, "plain"));
+    assert_eq!(
+        stored.get("mode").map(String::as_str),
+        Some(&*(shown.mode()).to_string()),
+        "chmod to the default mode is stored: {stored:?}"
+    );
+    assert_eq!(
+        stored.get("uid").map(String::as_str),
+        Some(&*shown.uid().to_string())
+    );
+    // ... and once stored, doing it again is free.
+    let copies = s3_requests(port, "CopyObject");
+    std::os::unix::fs::chown(&plain, Some(shown.uid()), Some(shown.gid())).unwrap();
+    assert_eq!(s3_requests(port, "CopyObject"), copies);
+    m.unmount();
+}

@@ -373,6 +373,7 @@ impl S3Filesystem {
             content_type: Some(put.content_type),
             foreign_meta: Default::default(),
             dir_marker: Some(key),
+            posix_stored: true,
         };
         self.cache.put(&path, state.clone());
         let ino = self.table.upsert_child(parent, name, state, false);

@@ -248,6 +248,7 @@ impl S3Filesystem {
             content_type: None,
             foreign_meta: Default::default(),
             dir_marker: None,
+            posix_stored: false,
         };
         self.cache.invalidate(&path);
         let ino = self.table.upsert_child(parent, name, state, true);
@@ -660,6 +661,7 @@ impl S3Filesystem {
                 }
                 let state = self.table.update(ino, |n| {
                     n.state.etag = etag;
+                    n.state.posix_stored = true;
                     n.state.attr.size = size;
                     n.state.content_type = Some(put.content_type.clone());
                     n.state.clone()

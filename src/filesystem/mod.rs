@@ -554,6 +554,7 @@ impl S3Filesystem {
         if change.size.is_some() && kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
         }
+        let before = node.state.attr;
         self.apply_attributes(ino, &change);
         if let Some(new_size) = change.size {
             self.truncate(ino, new_size).await?;
@@ -562,8 +563,13 @@ impl S3Filesystem {
             && self.mark_pending_upload(ino, change.sets_times()).await
         {
             // The file is staged: the new attributes travel with its data at the next flush.
-        } else if change.is_metadata() {
-            self.persist_metadata(ino).await?;
+        } else if change.is_metadata() && !self.object_holds_already(ino, &before) {
+            if let Err(e) = self.persist_metadata(ino).await {
+                // A failed chmod/chown/utimens changes nothing, here as on a local disk (and
+                // a retry of it must not look like a change already made).
+                self.undo_attributes(ino, &change, &before);
+                return Err(e);
+            }
         }
         Ok(self.stat_of(&self.node(ino)?))
     }
@@ -587,6 +593,52 @@ impl S3Filesystem {
         d.times_set |= change.sets_times();
         drop(d);
         Some(self.node(ino).map(|n| self.stat_of(&n)))
+    }
+
+    /// After a metadata change: whether the object already holds every attribute it stores
+    /// (a chown to the current owner, as `tar` does for each directory it made). Only the
+    /// ctime moved then, and the mount shows it without a copy of the object.
+    fn object_holds_already(&self, ino: u64, before: &attr::Attributes) -> bool {
+        let Ok(node) = self.node(ino) else {
+            return false;
+        };
+        let now = &node.state.attr;
+        node.state.posix_stored
+            && now.perm == before.perm
+            && now.uid == before.uid
+            && now.gid == before.gid
+            && now.mtime == before.mtime
+    }
+
+    /// Puts back what [`Self::apply_attributes`] set for `change` to its value in `before`.
+    /// The stat cache is only corrected, not refilled: a failure may have dropped the entry
+    /// (the object vanished).
+    fn undo_attributes(&self, ino: u64, change: &AttrChange, before: &attr::Attributes) {
+        let state = self.table.update(ino, |n| {
+            let a = &mut n.state.attr;
+            if change.mode.is_some() {
+                a.perm = before.perm;
+            }
+            if change.uid.is_some() {
+                a.uid = before.uid;
+            }
+            if change.gid.is_some() {
+                a.gid = before.gid;
+            }
+            if change.atime.is_some() {
+                a.atime = before.atime;
+            }
+            if change.mtime.is_some() {
+                a.mtime = before.mtime;
+            }
+            a.ctime = before.ctime;
+            n.state.clone()
+        });
+        if let (Some(state), Some(path)) = (state, self.table.path_of(ino)) {
+            if ino != ROOT_INO && self.cache.get(&path).is_some() {
+                self.cache.put(&path, state);
+            }
+        }
     }
 
     fn apply_attributes(&self, ino: u64, change: &AttrChange) {
@@ -689,6 +741,7 @@ impl S3Filesystem {
         };
         let state = self.table.update(ino, |n| {
             n.state.etag = etag;
+            n.state.posix_stored = true;
             if is_dir {
                 n.state.dir_marker = Some(key.clone());
             }

@@ -157,6 +157,7 @@ impl S3Filesystem {
         self.store.delete(&src_key).await?;
         self.table.update(src.ino, |n| {
             n.state.etag = etag;
+            n.state.posix_stored = true;
             n.state.content_type = Some(content_type);
         });
         Ok(())
@@ -210,6 +211,7 @@ impl S3Filesystem {
             let dst_marker = dst_prefix.clone();
             self.table.update(src.ino, |n| {
                 n.state.etag = etag;
+                n.state.posix_stored = true;
                 n.state.dir_marker = Some(dst_marker);
             });
         }

@@ -41,6 +41,10 @@ pub struct ObjectState {
     /// For a directory: the store key of the object that marks it (`dir/`, or a `dir` object
     /// with a directory content type or mode); `None` for an implicit directory.
     pub dir_marker: Option<String>,
+    /// The object's metadata holds mode, owner and group (this mount wrote them, or a HEAD
+    /// found them), so a change that leaves those and the mtime as they are needs no write.
+    /// False where they are the mount's defaults or unknown (a listing, an implicit directory).
+    pub posix_stored: bool,
 }
 
 /// One inode.
@@ -647,6 +651,7 @@ mod tests {
             content_type: None,
             foreign_meta: HashMap::new(),
             dir_marker: None,
+            posix_stored: false,
         }
     }
 
