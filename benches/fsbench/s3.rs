@@ -402,7 +402,8 @@ impl S3 {
         }
     }
 
-    /// Sequential read the way rossfs prefetches: ranged GETs growing from 256 KiB to 8 MiB,
+    /// Sequential read the way rossfs prefetches: ranged GETs growing from 256 KiB to 8 MiB (each
+    /// ending on a multiple of its size),
     /// up to `inflight` at once, consumed in order and checked against stream `seed`.
     pub async fn read_prefetching(
         &self,
@@ -414,7 +415,8 @@ impl S3 {
         let mut ranges = Vec::new();
         let (mut pos, mut chunk) = (0u64, 256 * 1024u64);
         while pos < size {
-            let len = chunk.min(size - pos);
+            // Each range ends on a multiple of its size, as rossfs's read-ahead does.
+            let len = ((pos / chunk + 1) * chunk - pos).min(size - pos);
             ranges.push((pos, len));
             pos += len;
             chunk = (chunk * 2).min(8 * 1024 * 1024);

@@ -25,6 +25,16 @@ const KEEP_BEHIND: u64 = 4 * 1024 * 1024;
 /// A read this far ahead of the window still counts as sequential (skipped bytes are cheap).
 const SKIP_AHEAD: u64 = 2 * 1024 * 1024;
 
+/// The end of a read-ahead chunk of up to `size` bytes from `start`: the next multiple of
+/// `size`. Servers store objects in blocks (Garage and MinIO 1 MiB, S3 multipart parts of whole
+/// MiB) and read a block whole for any range that touches it; with the window's chunks on
+/// multiples of their size (256 KiB doubling to 8 MiB), a streaming reader's GETs touch each
+/// block once, instead of two GETs sharing a block at every boundary (9 blocks for each
+/// 8 MiB otherwise). Only the first chunks after a start mid-block come out shorter.
+fn aligned_end(start: u64, size: u64) -> u64 {
+    (start / size + 1) * size
+}
+
 enum ChunkData {
     Pending(JoinHandle<Result<Bytes, StoreError>>),
     Ready(Bytes),
@@ -125,7 +135,7 @@ impl ObjectReader {
     fn fill(&mut self, must_reach: u64) {
         while self.next_fetch < self.size && self.pending() < self.max_inflight {
             let start = self.next_fetch;
-            let end = self.size.min(start + self.chunk_size);
+            let end = self.size.min(aligned_end(start, self.chunk_size));
             // Beyond what the current read needs, read-ahead must fit in the shared budget.
             let budget = self.budget.try_take(end - start);
             if budget.is_none() && start >= must_reach {
@@ -247,5 +257,54 @@ impl ObjectReader {
 impl Drop for ObjectReader {
     fn drop(&mut self) {
         self.drop_window();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chunks a streaming reader asks for from `start`, up to `until`.
+    fn chunks_from(start: u64, until: u64) -> Vec<(u64, u64)> {
+        let (mut pos, mut size, mut out) = (start, FIRST_CHUNK, Vec::new());
+        while pos < until {
+            let end = aligned_end(pos, size);
+            out.push((pos, end));
+            pos = end;
+            size = (size * 2).min(MAX_CHUNK);
+        }
+        out
+    }
+
+    #[test]
+    fn read_ahead_chunks_sit_on_multiples_of_their_size() {
+        let mib = 1024 * 1024;
+        for start in [0, 4096, 128 * 1024, mib, mib + 4096, 3 * mib + 12345, 100 * mib] {
+            let chunks = chunks_from(start, start + 64 * mib);
+            for &(s, e) in &chunks {
+                assert!(e > s, "empty chunk at {s} (start {start})");
+                // Never across a 1 MiB block boundary unless it covers whole blocks.
+                if s / mib != (e - 1) / mib {
+                    assert_eq!((s % mib, e % mib), (0, 0), "chunk {s}..{e} splits blocks");
+                }
+            }
+            // Once grown, every chunk is a whole, aligned 8 MiB.
+            let grown: Vec<_> = chunks.iter().filter(|(s, _)| *s >= start + 16 * mib).collect();
+            assert!(grown.len() >= 5);
+            assert!(grown
+                .iter()
+                .all(|(s, e)| s % MAX_CHUNK == 0 && e - s == MAX_CHUNK));
+        }
+        assert_eq!(
+            chunks_from(0, 8 * mib),
+            vec![
+                (0, 256 * 1024),
+                (256 * 1024, 512 * 1024),
+                (512 * 1024, mib),
+                (mib, 2 * mib),
+                (2 * mib, 4 * mib),
+                (4 * mib, 8 * mib)
+            ]
+        );
     }
 }
