@@ -434,6 +434,91 @@ fn lookups_in_a_directory_made_elsewhere_cost_one_listing_then_nothing() {
     m.unmount();
 }
 
+#[test]
+fn find_over_a_tree_made_elsewhere_lists_it_flat_not_per_directory() {
+    let bucket = block_on(new_bucket("walk"));
+    let mut expected = vec!["t".to_string()];
+    block_on(async {
+        let c = s3_client().await;
+        // Two explicit directories with a stored mode; every other one is implicit.
+        for marker in ["t/a1/", "t/a1/b2/"] {
+            c.put_object()
+                .bucket(&bucket)
+                .key(marker)
+                .metadata("mode", (0o040700u32).to_string())
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(b""))
+                .send()
+                .await
+                .unwrap();
+        }
+        for a in 0..5 {
+            expected.push(format!("t/a{a}"));
+            for b in 0..5 {
+                expected.push(format!("t/a{a}/b{b}"));
+                for f in 0..3 {
+                    let key = format!("t/a{a}/b{b}/f{f}");
+                    put_object(&c, &bucket, &key, b"leaf".to_vec()).await;
+                    expected.push(key);
+                }
+            }
+        }
+    });
+    expected.sort();
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    let before = scrape(port);
+    let out = Command::new("find")
+        .arg("t")
+        .current_dir(m.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let after = scrape(port);
+    let mut found: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    found.sort();
+    assert_eq!(found, expected);
+    let delta = |op: &str| requests(&after, op) - requests(&before, op);
+    // Listed one directory at a time this is 1 + 31 LISTs and a HEAD per directory. The walk
+    // lists the root, t and t/a0 itself; the flat listing of t answers for the rest, except
+    // where the walker got there before it (it runs alongside).
+    assert!(
+        delta("ListObjectsV2") <= 12.0,
+        "{} LISTs for a walk of 31 directories",
+        delta("ListObjectsV2")
+    );
+    assert!(
+        delta("HeadObject") <= 12.0,
+        "{} HEADs for 31 directories, 2 of them with a marker",
+        delta("HeadObject")
+    );
+    // What the markers store still shows; the implicit directories show the defaults.
+    for dir in ["t/a1", "t/a1/b2"] {
+        assert_eq!(
+            fs::metadata(m.path().join(dir)).unwrap().mode() & 0o7777,
+            0o700,
+            "{dir}"
+        );
+    }
+    let implicit = fs::metadata(m.path().join("t")).unwrap().mode();
+    assert_ne!(implicit & 0o7777, 0o700);
+    assert_eq!(fs::metadata(m.path().join("t/a2/b2")).unwrap().mode(), implicit);
+    // Own changes keep listings right (the walk's knowledge is not used once the mount
+    // changed anything).
+    fs::write(m.path().join("t/a3/b3/new"), b"n").unwrap();
+    fs::remove_file(m.path().join("t/a3/b3/f0")).unwrap();
+    let mut names: Vec<String> = fs::read_dir(m.path().join("t/a3/b3"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["f1", "f2", "new"]);
+    m.unmount();
+}
+
 /// Kernel requests of type `op` served so far, from a scrape.
 fn fuse_ops(text: &str, op: &str) -> f64 {
     op_count(text, "rossfs_fuse_op_seconds", op)

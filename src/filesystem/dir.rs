@@ -159,6 +159,9 @@ impl S3Filesystem {
     /// directory's contents are known (see [`crate::namespace::complete`]).
     async fn fetch_page(&self, h: &mut DirHandle) -> FsResult<()> {
         if !h.started {
+            if !self.complete.is_known(h.ino) {
+                self.adopt_subtree_listing(h.ino, &h.path);
+            }
             if let Some(known) = self.complete.entries(h.ino) {
                 h.started = true;
                 h.done = true;
@@ -167,6 +170,7 @@ impl S3Filesystem {
                 return Ok(());
             }
             h.ticket = Some(self.complete.ticket());
+            self.start_subtree_listing(h.ino, &h.path);
         }
         let prefix = self.dir_key(&h.path);
         let first_page = h.token.is_none();

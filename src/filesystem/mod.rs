@@ -12,6 +12,7 @@ mod file;
 mod prefetch;
 mod rename;
 mod special;
+mod subtree;
 mod xattr;
 
 use std::collections::HashMap;
@@ -236,6 +237,8 @@ pub struct S3Filesystem {
     rt: Option<tokio::runtime::Handle>,
     /// Paths seen in listings only as s3fs `name_$folder$` markers.
     legacy_dirs: Mutex<std::collections::HashSet<String>>,
+    /// Directories known from flat listings of subtrees being walked.
+    subtree: Mutex<subtree::SubtreeKnowledge>,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -308,6 +311,7 @@ impl S3Filesystem {
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             legacy_dirs: Mutex::new(Default::default()),
+            subtree: Mutex::new(Default::default()),
             mime,
             listings: Mutex::new(Default::default()),
             // Knowing a directory's contents means knowing which names are absent: without
@@ -610,28 +614,27 @@ impl S3Filesystem {
             && now.mtime == before.mtime
     }
 
-    /// Puts back what [`Self::apply_attributes`] set for `change` to its value in `before`.
-    /// The stat cache is only corrected, not refilled: a failure may have dropped the entry
-    /// (the object vanished).
+    /// Puts back what [`Self::apply_attributes`] set for `change` to its value in `before`,
+    /// where nothing changed it again since. The stat cache is only corrected, not refilled:
+    /// a failure may have dropped the entry (the object vanished).
     fn undo_attributes(&self, ino: u64, change: &AttrChange, before: &attr::Attributes) {
         let state = self.table.update(ino, |n| {
             let a = &mut n.state.attr;
-            if change.mode.is_some() {
+            if change.mode.map(|m| m & 0o7777) == Some(a.perm) {
                 a.perm = before.perm;
             }
-            if change.uid.is_some() {
+            if change.uid == Some(a.uid) {
                 a.uid = before.uid;
             }
-            if change.gid.is_some() {
+            if change.gid == Some(a.gid) {
                 a.gid = before.gid;
             }
-            if change.atime.is_some() {
+            if change.atime == Some(a.atime) {
                 a.atime = before.atime;
             }
-            if change.mtime.is_some() {
+            if change.mtime == Some(a.mtime) {
                 a.mtime = before.mtime;
             }
-            a.ctime = before.ctime;
             n.state.clone()
         });
         if let (Some(state), Some(path)) = (state, self.table.path_of(ino)) {

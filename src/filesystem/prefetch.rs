@@ -106,7 +106,7 @@ impl S3Filesystem {
     }
 
     /// True if a recent listing of `dir` is remembered (a readdir is going through it).
-    fn has_listing(&self, dir: u64) -> bool {
+    pub(super) fn has_listing(&self, dir: u64) -> bool {
         let listing = lock(&self.listings).dirs.get(&dir).cloned();
         listing.is_some_and(|l| lock(&l).taken.elapsed() <= self.cfg.ttl)
     }
@@ -159,11 +159,11 @@ impl S3Filesystem {
     /// directory larger than a page is remembered as such for the TTL and its names are
     /// resolved one by one. Concurrent lookups share one listing.
     pub(super) async fn learn_directory(&self, dir: u64, path: &str) -> Result<(), Errno> {
-        if !self.complete.enabled()
-            || self.complete.is_known(dir)
-            || self.complete.seems_large(dir)
-            || self.has_listing(dir)
-        {
+        if !self.complete.enabled() || self.complete.is_known(dir) {
+            return Ok(());
+        }
+        self.adopt_subtree_listing(dir, path);
+        if self.complete.is_known(dir) || self.complete.seems_large(dir) || self.has_listing(dir) {
             return Ok(());
         }
         let cell = lock(&self.learning).entry(dir).or_default().clone();
@@ -238,6 +238,9 @@ impl S3Filesystem {
         let key = self.key_for_path(path);
         let now = SystemTime::now();
         let resolved = match hint {
+            Some(NodeKind::Dir) if self.subtree_says_implicit(path) => {
+                Some(implicit_dir_state(&self.pres, self.mount_time))
+            }
             Some(NodeKind::Dir) => {
                 // The listing showed keys under it: a directory, explicit if its marker exists.
                 match self.store.head(&format!("{key}/")).await? {

@@ -129,6 +129,11 @@ impl CompleteDirs {
         ListingTicket(self.lock().seq)
     }
 
+    /// True if the mount changed nothing anywhere since `ticket` was taken.
+    pub fn unchanged_since(&self, ticket: ListingTicket) -> bool {
+        self.lock().seq == ticket.0
+    }
+
     /// Marks `dir` as holding `entries` if the mount changed nothing in it since `ticket` was
     /// taken. Returns whether it did.
     pub fn mark_listed(
