@@ -352,19 +352,6 @@ fn alibaba_oss_environment_variables_are_credentials() {
     );
 }
 
-/// The count of `series` for `op` in a scrape (0 when the series has no sample yet).
-fn op_count(text: &str, series: &str, op: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{series}_count{{op=\"{op}\"}} ")))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
-/// Requests of type `op` the mount made so far, from a scrape.
-fn requests(text: &str, op: &str) -> f64 {
-    op_count(text, "rossfs_s3_request_seconds", op)
-}
-
 #[test]
 fn lookups_in_a_directory_made_elsewhere_cost_one_listing_then_nothing() {
     let bucket = block_on(new_bucket("learned"));

@@ -490,13 +490,7 @@ fn touch_with_a_fractional_time_round_trips_to_the_nanosecond() {
 
 /// Requests of one S3 operation the mount has made so far (0 before the first).
 fn s3_requests(port: u16, op: &str) -> f64 {
-    let series = format!("rossfs_s3_request_seconds_count{{op=\"{op}\"}}");
-    let text = scrape(port);
-    if text.lines().any(|l| l.starts_with(&series)) {
-        metric(&text, &series)
-    } else {
-        0.0
-    }
+    requests(&scrape(port), op)
 }
 
 #[test]

@@ -294,13 +294,6 @@ impl S3Filesystem {
     /// Starts resolving listed entries that are neither cached nor already being resolved.
     fn prefetch(&self, dir_path: &str, ahead: Vec<(OsString, NodeKind)>) {
         let Some(me) = self.me.upgrade() else { return };
-        // Lookups answered from memory run on a FUSE thread, outside the runtime.
-        let Some(rt) = tokio::runtime::Handle::try_current()
-            .ok()
-            .or_else(|| self.rt.clone())
-        else {
-            return;
-        };
         for (name, kind) in ahead {
             let Some(name) = name.to_str() else { continue };
             let path = join(dir_path, name);
@@ -320,11 +313,27 @@ impl S3Filesystem {
                     let _ = fs.resolve_shared(&path, Some(kind)).await;
                 }
             };
-            // The prefetch is made on behalf of the process that is listing.
-            match crate::metrics::CALLER_PID.try_with(|p| *p) {
-                Ok(pid) => rt.spawn(crate::metrics::CALLER_PID.scope(pid, work)),
-                Err(_) => rt.spawn(work),
-            };
+            self.spawn_for_caller(work);
         }
+    }
+
+    /// Runs `work` in the background on behalf of the process whose request is being served
+    /// (its traffic counts as that process's). False if there is no runtime to run it.
+    pub(super) fn spawn_for_caller(
+        &self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        // Lookups answered from memory run on a FUSE thread, outside the runtime.
+        let Some(rt) = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.rt.clone())
+        else {
+            return false;
+        };
+        match crate::metrics::CALLER_PID.try_with(|p| *p) {
+            Ok(pid) => rt.spawn(crate::metrics::CALLER_PID.scope(pid, work)),
+            Err(_) => rt.spawn(work),
+        };
+        true
     }
 }

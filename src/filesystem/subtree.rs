@@ -159,23 +159,15 @@ impl S3Filesystem {
             k.roots.insert(root.clone(), Instant::now());
             k.in_flight += 1;
         }
-        let Some(me) = self.me.upgrade() else {
+        let started = self.me.upgrade().is_some_and(|me| {
+            self.spawn_for_caller(async move {
+                me.list_subtree(&root).await;
+                lock(&me.subtree).in_flight -= 1;
+            })
+        });
+        if !started {
             lock(&self.subtree).in_flight -= 1;
-            return;
-        };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            lock(&self.subtree).in_flight -= 1;
-            return;
-        };
-        let work = async move {
-            me.list_subtree(&root).await;
-            lock(&me.subtree).in_flight -= 1;
-        };
-        // Made on behalf of the process that is walking.
-        match crate::metrics::CALLER_PID.try_with(|p| *p) {
-            Ok(pid) => rt.spawn(crate::metrics::CALLER_PID.scope(pid, work)),
-            Err(_) => rt.spawn(work),
-        };
+        }
     }
 
     async fn list_subtree(&self, root: &str) {

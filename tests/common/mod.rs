@@ -976,6 +976,19 @@ pub fn scrape(port: u16) -> String {
     out
 }
 
+/// The count of histogram `series` for `op` in a scrape (0 when it has no sample yet).
+pub fn op_count(text: &str, series: &str, op: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{series}_count{{op=\"{op}\"}} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// S3 requests of type `op` the mount made so far, from a scrape.
+pub fn requests(text: &str, op: &str) -> f64 {
+    op_count(text, "rossfs_s3_request_seconds", op)
+}
+
 /// The value of one series (name and labels, exactly) in a metrics scrape.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
