@@ -8,7 +8,9 @@
 //! marker object (`dir/`) exists. A directory the walker reaches afterwards is then listed
 //! from memory (it joins the completely known directories, see
 //! [`crate::namespace::complete`]), and one without a marker resolves without a HEAD. Nothing
-//! under a subtree that is being (or was) listed starts another such listing.
+//! under a subtree that is being listed, or was listed to its end, starts another such
+//! listing; below one that was too large, the directories the pages did not reach start their
+//! own when they are walked.
 //!
 //! The knowledge is used only while this mount has changed nothing since the listing began
 //! (any own create, unlink or rename anywhere retires it), and for the stat cache TTL, like a
@@ -40,28 +42,45 @@ struct KnownDir {
     taken: Instant,
 }
 
+/// A subtree listed or being listed.
+#[derive(Debug)]
+struct Root {
+    since: Instant,
+    /// None while the listing runs; then whether it reached the end of the subtree.
+    finished: Option<bool>,
+}
+
 /// Directories known from subtree listings, by path, and the subtrees listed.
 #[derive(Debug, Default)]
 pub(super) struct SubtreeKnowledge {
     dirs: HashMap<String, KnownDir>,
-    /// Subtree roots listed or being listed, and when that began.
-    roots: HashMap<String, Instant>,
+    /// Subtree roots listed or being listed.
+    roots: HashMap<String, Root>,
     in_flight: usize,
     keys: usize,
 }
 
 impl SubtreeKnowledge {
-    /// Whether `path` or a directory above it was (or is being) listed as a subtree.
+    /// Whether listing the subtree at `path` would repeat one: it was listed itself (to its end
+    /// or not), a directory above it is being listed or was listed to its end, or a listing
+    /// above it reached past it.
     fn covered(&self, path: &str, ttl: Duration) -> bool {
+        if self.dirs.get(path).is_some_and(|d| d.taken.elapsed() < ttl) {
+            return true;
+        }
         let mut p = path;
+        let mut itself = true;
         loop {
-            if self.roots.get(p).is_some_and(|t| t.elapsed() < ttl) {
-                return true;
+            if let Some(r) = self.roots.get(p).filter(|r| r.since.elapsed() < ttl) {
+                if itself || r.finished != Some(false) {
+                    return true;
+                }
             }
             if p.is_empty() {
                 return false;
             }
             p = p.rfind('/').map_or("", |i| &p[..i]);
+            itself = false;
         }
     }
 }
@@ -152,11 +171,17 @@ impl S3Filesystem {
         let ttl = self.cfg.ttl;
         {
             let mut k = lock(&self.subtree);
-            k.roots.retain(|_, t| t.elapsed() < ttl);
+            k.roots.retain(|_, r| r.since.elapsed() < ttl);
             if k.in_flight >= IN_FLIGHT || k.covered(&root, ttl) || k.dirs.contains_key(path) {
                 return;
             }
-            k.roots.insert(root.clone(), Instant::now());
+            k.roots.insert(
+                root.clone(),
+                Root {
+                    since: Instant::now(),
+                    finished: None,
+                },
+            );
             k.in_flight += 1;
         }
         let started = self.me.upgrade().is_some_and(|me| {
@@ -192,6 +217,9 @@ impl S3Filesystem {
                 Err(e) => {
                     // Only an optimization: the walk lists each directory itself.
                     tracing::debug!(prefix, "subtree listing stopped: {e}");
+                    if let Some(r) = lock(&self.subtree).roots.get_mut(root) {
+                        r.finished = Some(false);
+                    }
                     return;
                 }
             }
@@ -206,7 +234,11 @@ impl S3Filesystem {
         );
         let ttl = self.cfg.ttl;
         let mut k = lock(&self.subtree);
+        if let Some(r) = k.roots.get_mut(root) {
+            r.finished = Some(finished);
+        }
         k.dirs.retain(|_, d| d.taken.elapsed() < ttl);
+        k.keys = k.dirs.values().map(|d| d.page.objects.len()).sum();
         if k.keys + objects.len() > TOTAL_KEYS {
             k.dirs.clear();
             k.keys = 0;
@@ -332,16 +364,40 @@ mod tests {
         assert!(complete_dirs("t", "t/", &objects, true).is_empty());
     }
 
+    fn root(finished: Option<bool>) -> Root {
+        Root {
+            since: Instant::now(),
+            finished,
+        }
+    }
+
     #[test]
-    fn coverage_runs_up_the_path() {
+    fn coverage_runs_up_the_path_unless_a_listing_stopped_short() {
         let mut k = SubtreeKnowledge::default();
         let ttl = Duration::from_secs(60);
-        k.roots.insert("a/b".into(), Instant::now());
+        k.roots.insert("a/b".into(), root(None));
         assert!(k.covered("a/b", ttl));
-        assert!(k.covered("a/b/c/d", ttl));
+        assert!(k.covered("a/b/c/d", ttl), "under a listing that runs");
         assert!(!k.covered("a", ttl));
         assert!(!k.covered("a/bc", ttl));
-        k.roots.insert(String::new(), Instant::now());
+        k.roots.insert("a/b".into(), root(Some(true)));
+        assert!(k.covered("a/b/c/d", ttl), "under a listing that reached its end");
+        // A listing that stopped short: not again itself, but the directories below it that
+        // it did not reach may start their own; those it reached are known.
+        k.roots.insert("a/b".into(), root(Some(false)));
+        assert!(k.covered("a/b", ttl));
+        assert!(!k.covered("a/b/z", ttl));
+        k.dirs.insert(
+            "a/b/c".into(),
+            KnownDir {
+                page: ListPage::default(),
+                marker: false,
+                ticket: crate::namespace::complete::CompleteDirs::new(ttl).ticket(),
+                taken: Instant::now(),
+            },
+        );
+        assert!(k.covered("a/b/c", ttl));
+        k.roots.insert(String::new(), root(None));
         assert!(k.covered("x/y", ttl));
     }
 }
