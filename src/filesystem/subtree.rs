@@ -57,7 +57,6 @@ pub(super) struct SubtreeKnowledge {
     /// Subtree roots listed or being listed.
     roots: HashMap<String, Root>,
     in_flight: usize,
-    keys: usize,
 }
 
 impl SubtreeKnowledge {
@@ -238,12 +237,10 @@ impl S3Filesystem {
             r.finished = Some(finished);
         }
         k.dirs.retain(|_, d| d.taken.elapsed() < ttl);
-        k.keys = k.dirs.values().map(|d| d.page.objects.len()).sum();
-        if k.keys + objects.len() > TOTAL_KEYS {
+        let kept: usize = k.dirs.values().map(|d| d.page.objects.len()).sum();
+        if kept + objects.len() > TOTAL_KEYS {
             k.dirs.clear();
-            k.keys = 0;
         }
-        k.keys += objects.len();
         let taken = Instant::now();
         for (path, page, marker) in found {
             k.dirs.insert(
