@@ -51,14 +51,49 @@ impl PartSource {
         match self {
             PartSource::Ready(b) => Ok(b),
             PartSource::File(file, start, end) => tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; (end - start) as usize];
-                file.read_exact_at(&mut buf, start)?;
-                Ok(Bytes::from(buf))
+                read_range(&file, start, (end - start) as usize).map(Bytes::from)
             })
             .await
             .map_err(io::Error::other)?,
         }
     }
+}
+
+/// `len` bytes of `file` from `offset` (an error if the file is shorter), read into fresh
+/// memory without zero-filling it first: parts are 10 MiB and more, and the zeroes cost as
+/// much CPU as the copy out of the page cache (profile of a 1 GiB write: memset 6% of rossfs).
+fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        let Ok(at) = libc::off_t::try_from(at) else {
+            return Err(io::Error::from_raw_os_error(libc::EFBIG));
+        };
+        // SAFETY: pread writes at most `len - buf.len()` bytes into the vector's spare
+        // capacity, which starts at `buf.len()` and holds at least that many; nothing reads
+        // the bytes before pread has written them.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(buf.len()).cast(),
+                len - buf.len(),
+                at,
+            )
+        };
+        match n {
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: pread initialized these `n` bytes (n <= the spare capacity asked for).
+            n => unsafe { buf.set_len(buf.len() + n as usize) },
+        }
+    }
+    Ok(buf)
 }
 
 impl Staging {
@@ -158,11 +193,7 @@ impl Staging {
         let end = len.min(offset + size as u64);
         match self {
             Staging::Memory(v) => Ok(v[offset as usize..end as usize].to_vec()),
-            Staging::Disk { file, .. } => {
-                let mut buf = vec![0u8; (end - offset) as usize];
-                file.read_exact_at(&mut buf, offset)?;
-                Ok(buf)
-            }
+            Staging::Disk { file, .. } => read_range(file, offset, (end - offset) as usize),
         }
     }
 
@@ -256,7 +287,23 @@ mod tests {
                 s.write_at(&cfg, off, &data).unwrap();
             }
             assert_eq!(s.len(), model.len() as u64);
+            let off = rng.random_range(0..150_000usize);
+            let want = model.get(off..).map_or(&[][..], |t| &t[..t.len().min(70_000)]);
+            assert_eq!(s.read_at(off as u64, 70_000).unwrap(), want, "read at {off}");
         }
         assert_eq!(s.read_at(0, model.len()).unwrap(), model);
+    }
+
+    #[test]
+    fn a_range_past_the_end_of_the_file_is_an_error_not_zeros() {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, &[9u8; 5000]).unwrap();
+        f.set_len(20_000).unwrap(); // a hole reads as zeros
+        let got = read_range(&f, 4000, 16_000).unwrap();
+        assert_eq!(&got[..1000], &[9u8; 1000][..]);
+        assert!(got[1000..].iter().all(|&b| b == 0));
+        assert_eq!(got.len(), 16_000);
+        let short = read_range(&f, 19_000, 2000).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -335,12 +335,14 @@ impl LeanClient {
                 .map_err(|e| self.transport_error(op, about, &e))?;
             let (parts, mut incoming) = response.into_parts();
             // Into one buffer of the announced size, freeing each received chunk as it is
-            // copied: collecting the chunks first would hold a large range twice.
+            // copied: collecting the chunks first would hold a large range twice. A HEAD
+            // announces the object's length but has no body: nothing to set aside.
             let announced = parts
                 .headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<usize>().ok())
+                .filter(|_| *method != http::Method::HEAD)
                 .unwrap_or(0);
             let mut buf = bytes::BytesMut::with_capacity(announced.min(64 * 1024 * 1024));
             while let Some(frame) = incoming.frame().await {
