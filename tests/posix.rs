@@ -818,10 +818,61 @@ fn pending_uploads(bucket: &str) -> usize {
     })
 }
 
+fn is_tmpfs(path: &Path) -> bool {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs writes into the zeroed struct it is given.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    st.f_type == libc::TMPFS_MAGIC
+}
+
+/// Size of the largest unlinked file `pid` holds open (rossfs's spill file) and how many of
+/// its bytes are in the page cache.
+fn spill_file_residency(pid: libc::pid_t) -> Option<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let mut largest: Option<(u64, u64)> = None;
+    for entry in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let deleted = fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().ends_with(" (deleted)"));
+        let Ok(file) = fs::File::open(entry.path()) else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        let len = meta.len();
+        if !deleted || !meta.is_file() || len == 0 || largest.is_some_and(|(l, _)| l >= len) {
+            continue;
+        }
+        // SAFETY: a read-only shared mapping of the whole file, only passed to mincore and
+        // unmapped before the file is closed; nothing reads through it.
+        let resident = unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED, "mmap of the spill file");
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let mut pages = vec![0u8; (len as usize).div_ceil(page)];
+            let rc = libc::mincore(map, len as usize, pages.as_mut_ptr());
+            libc::munmap(map, len as usize);
+            assert_eq!(rc, 0, "mincore");
+            (pages.iter().filter(|&&p| p & 1 == 1).count() * page) as u64
+        };
+        largest = Some((len, resident));
+    }
+    largest
+}
+
 #[test]
 fn large_sequential_writes_upload_while_written_and_other_patterns_stay_exact() {
     let bucket = block_on(new_bucket("stream"));
-    let m = Mount::mount(&bucket, &["multipart_size=5"]);
+    // Spill files on the build's disk, not a tmpfs /tmp: parts uploaded leave the page cache
+    // only where there is a disk to hold them.
+    let cache = tempfile::TempDir::with_prefix_in("stream-cache-", env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache_opt = format!("cache_dir={}", cache.path().display());
+    let m = Mount::mount(&bucket, &["multipart_size=5", &cache_opt]);
     let chunk: Vec<u8> = (0..1 << 20)
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -889,10 +940,31 @@ fn large_sequential_writes_upload_while_written_and_other_patterns_stay_exact() 
         .open(m.path().join("mixed.bin"))
         .unwrap();
     let mut expected = Vec::new();
-    for _ in 0..30 {
-        f.write_all(&chunk).unwrap();
-        expected.extend_from_slice(&chunk);
+    for i in 0..30u8 {
+        let mut c = chunk.clone();
+        c[2] = i;
+        f.write_all(&c).unwrap();
+        expected.extend_from_slice(&c);
     }
+    // The parts already uploaded leave the page cache (written to the disk first): what the
+    // file needs of them now comes back from the disk.
+    let pid = m.daemon_pids()[0];
+    if !is_tmpfs(cache.path()) {
+        let started = std::time::Instant::now();
+        loop {
+            let (len, resident) = spill_file_residency(pid).expect("rossfs holds a spill file");
+            if len == 30 << 20 && resident <= 15 << 20 {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "uploaded parts stay in the page cache: {resident} of {len} bytes resident"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let read_back = fs::read(m.path().join("mixed.bin")).unwrap();
+    assert!(read_back == expected, "content read while it is written differs");
     f.write_all_at(b"REWRITTEN", 1 << 20).unwrap();
     expected[1 << 20..(1 << 20) + 9].copy_from_slice(b"REWRITTEN");
     f.write_all_at(b"tail", expected.len() as u64).unwrap();

@@ -148,11 +148,20 @@ impl StreamingUpload {
             let number = self.parts_started as i32;
             let (store, key, id) = (store.clone(), self.key.clone(), self.upload_id.clone());
             self.inflight.push_back(tokio::spawn(async move {
+                let spilled = source.spill_range();
                 let body = source
                     .load()
                     .await
                     .map_err(|e| StoreError::local("UploadPart", &key, e))?;
                 let etag = store.upload_part(&key, &id, number, body).await?;
+                if let Some((file, start, end)) = spilled {
+                    // Page cache housekeeping, not part of the upload: nobody waits for it.
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = crate::fileio::staging::evict_uploaded(&file, start, end) {
+                            tracing::debug!("cannot move an uploaded part out of the page cache: {e}");
+                        }
+                    });
+                }
                 Ok((number, etag))
             }));
         }
