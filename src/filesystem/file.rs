@@ -416,13 +416,9 @@ impl S3Filesystem {
         Ok(written)
     }
 
-    /// [`Self::write`] on the calling thread when it is a copy into content already staged
-    /// that hands nothing to the upload: into memory below the spill limit, or into the spill
-    /// file's page cache (a sequential writer of a large file: nine writes of 1 MiB in ten
-    /// fill a part without completing it). `None` sends the caller to [`Self::write`]: content
-    /// not staged yet, a write that spills it, starts the streamed upload or completes one of
-    /// its parts, a write before the end of a file being streamed (the upload is abandoned),
-    /// or the write state busy.
+    /// [`Self::write`] on the calling thread when it is a copy into staged content held in
+    /// memory that starts no upload; `None` sends the caller to [`Self::write`] (content not
+    /// staged yet, spilled to disk, a streamed upload, or the write state busy).
     pub fn write_now(&self, fh: u64, offset: u64, bytes: &[u8]) -> Option<FsResult<u32>> {
         let handle = match self.handle(fh) {
             Ok(h) if h.writable => h,
@@ -432,14 +428,16 @@ impl S3Filesystem {
         let data = self.files_entry(handle.ino)?;
         let mut d = data.try_lock().ok()?;
         let end = offset.checked_add(bytes.len() as u64)?;
-        let staging = d.staging.as_ref()?;
-        let appending = staging.len() == offset;
-        let spills = matches!(staging, Staging::Memory(_)) && end > self.cfg.staging.memory_limit;
-        let streaming = d.stream.is_some();
-        if spills || (!appending && streaming) || (appending && d.sequential && self.feeds_stream(&d, end)) {
+        // Below the spill limit and below the size that starts a streamed upload.
+        if d.stream.is_some()
+            || end > self.cfg.staging.memory_limit
+            || end >= 2 * self.cfg.part_size
+            || !matches!(d.staging, Some(Staging::Memory(_)))
+        {
             return None;
         }
         let staging = d.staging.as_mut()?;
+        let appending = staging.len() == offset;
         let written = staging
             .write_at(&self.cfg.staging, offset, bytes)
             .map(|()| staging.len());
@@ -451,15 +449,6 @@ impl S3Filesystem {
             self.set_size(handle.ino, len);
             bytes.len() as u32
         }))
-    }
-
-    /// Whether a sequential writer's content reaching `end` bytes starts its streamed upload
-    /// or completes a part of it (see [`Self::feed_stream`]).
-    fn feeds_stream(&self, d: &FileData, end: u64) -> bool {
-        match &d.stream {
-            None => end >= 2 * self.cfg.part_size,
-            Some(stream) => end >= stream.covered() + self.cfg.part_size,
-        }
     }
 
     /// Sends the parts a sequential writer has filled; starts the upload once the file is
