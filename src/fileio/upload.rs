@@ -82,6 +82,9 @@ pub struct StreamingUpload {
     /// Parts `[0, parts_started)` have been handed to a task.
     parts_started: u64,
     done: Vec<(i32, String)>,
+    /// Bytes of uploaded parts moved out of the page cache (see
+    /// [`crate::fileio::staging::evict_uploaded`]).
+    evicted: std::sync::Arc<std::sync::atomic::AtomicU64>,
     inflight: std::collections::VecDeque<tokio::task::JoinHandle<Result<(i32, String), StoreError>>>,
     /// The metadata the object was created with (to know whether it must be corrected).
     pub sent: PutOptions,
@@ -104,6 +107,7 @@ impl StreamingUpload {
             parallel: parallel.max(1),
             parts_started: 0,
             done: Vec::new(),
+            evicted: Default::default(),
             inflight: Default::default(),
             sent: put,
         })
@@ -117,6 +121,11 @@ impl StreamingUpload {
     /// Bytes already handed to part uploads.
     pub fn covered(&self) -> u64 {
         self.parts_started * self.part_size
+    }
+
+    /// Bytes of uploaded parts already moved out of the page cache.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn reap_one(&mut self) -> Result<(), StoreError> {
@@ -147,6 +156,7 @@ impl StreamingUpload {
             self.parts_started += 1;
             let number = self.parts_started as i32;
             let (store, key, id) = (store.clone(), self.key.clone(), self.upload_id.clone());
+            let evicted = self.evicted.clone();
             self.inflight.push_back(tokio::spawn(async move {
                 let spilled = source.spill_range();
                 let body = source
@@ -157,8 +167,13 @@ impl StreamingUpload {
                 if let Some((file, start, end)) = spilled {
                     // Page cache housekeeping, not part of the upload: nobody waits for it.
                     tokio::task::spawn_blocking(move || {
-                        if let Err(e) = crate::fileio::staging::evict_uploaded(&file, start, end) {
-                            tracing::debug!("cannot move an uploaded part out of the page cache: {e}");
+                        match crate::fileio::staging::evict_uploaded(&file, start, end) {
+                            Ok(()) => {
+                                evicted.fetch_add(end - start, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::debug!("cannot move an uploaded part out of the page cache: {e}")
+                            }
                         }
                     });
                 }
