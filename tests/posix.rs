@@ -832,13 +832,18 @@ fn spill_file_residency(pid: libc::pid_t) -> Option<(u64, u64)> {
     use std::os::fd::AsRawFd;
     let mut largest: Option<(u64, u64)> = None;
     for entry in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
-        let deleted = fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().ends_with(" (deleted)"));
+        // Only unlinked files are opened: opening a pipe the daemon holds could block.
+        let deleted = fs::read_link(entry.path())
+            .is_ok_and(|t| t.is_absolute() && t.to_string_lossy().ends_with(" (deleted)"));
+        if !deleted {
+            continue;
+        }
         let Ok(file) = fs::File::open(entry.path()) else {
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
         let len = meta.len();
-        if !deleted || !meta.is_file() || len == 0 || largest.is_some_and(|(l, _)| l >= len) {
+        if !meta.is_file() || len == 0 || largest.is_some_and(|(l, _)| l >= len) {
             continue;
         }
         // SAFETY: a read-only shared mapping of the whole file, only passed to mincore and
