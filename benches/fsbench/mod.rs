@@ -187,6 +187,16 @@ impl Ctx {
         self.mc.mount(peer)
     }
 
+    /// Where a filesystem contender starts a phase from a fresh mount, the raw client starts
+    /// it here: after `sync` and dropped caches, so the server reads its data and metadata
+    /// from disk for the raw client exactly as it does for the mounts.
+    pub fn cold_start(&self) -> Result<(), String> {
+        if self.mc.drop_caches {
+            mounts::drop_caches()?;
+        }
+        Ok(())
+    }
+
     pub fn rec(&mut self, wl: &str, name: &str, unit: &str, higher_better: bool, peer: Peer, v: f64) {
         self.res.record(wl, name, unit, higher_better, peer, v);
     }

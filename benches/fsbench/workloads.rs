@@ -98,6 +98,7 @@ pub fn w1(ctx: &mut Ctx, peer: Peer, rep: usize) -> Result<(), String> {
     let key = format!("{dir}big.bin");
     let label = format!("seq write {} (durable)", ctx.sz.big_label());
     let (closed, durable) = if peer == Peer::Raw {
+        ctx.cold_start()?;
         let t = Instant::now();
         ctx.block(ctx.s3.upload_generated(&key, SEED_W1, size, PART, PARTS_INFLIGHT))?;
         (t.elapsed(), t.elapsed())
@@ -152,6 +153,7 @@ pub fn w2(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
     let size = ctx.sz.big;
     let key = big_key(ctx, 0);
     let secs = if peer == Peer::Raw {
+        ctx.cold_start()?;
         let t = Instant::now();
         ctx.block(ctx.s3.read_prefetching(&key, SEED_BIG, size, READ_INFLIGHT))?;
         t.elapsed().as_secs_f64()
@@ -175,6 +177,7 @@ pub fn w8(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
     let size = ctx.sz.big;
     let keys: Vec<String> = (0..4).map(|i| big_key(ctx, i)).collect();
     let secs = if peer == Peer::Raw {
+        ctx.cold_start()?;
         let s3 = &ctx.s3;
         let t = Instant::now();
         ctx.block(futures::future::try_join_all(keys.iter().enumerate().map(
@@ -219,6 +222,7 @@ pub fn w3(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
         // A fresh mount per read size, so the first phase cannot warm the second; the open is
         // inside the total (some filesystems download the whole object when it is opened).
         let m = if peer == Peer::Raw {
+            ctx.cold_start()?;
             None
         } else {
             Some(ctx.mount(peer)?)
@@ -298,6 +302,7 @@ pub fn w4(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
     let big = big_key(ctx, 0);
     let smalls: Vec<String> = (0..ctx.sz.w4_small).map(|i| small_key(ctx, i)).collect();
     let (large, mut small) = if peer == Peer::Raw {
+        ctx.cold_start()?;
         let large = ctx.block(ctx.s3.first_byte(&big))?;
         let mut small = Vec::new();
         for k in &smalls {
@@ -338,6 +343,7 @@ pub fn w5(ctx: &mut Ctx, peer: Peer, rep: usize) -> Result<(), String> {
     let seed = |i: usize| SEED_W5 + i as u64;
     let (create, create_closed, read, delete);
     if peer == Peer::Raw {
+        ctx.cold_start()?;
         let t = Instant::now();
         for (i, f) in names.iter().enumerate() {
             ctx.block(ctx.s3.put(
@@ -348,6 +354,7 @@ pub fn w5(ctx: &mut Ctx, peer: Peer, rep: usize) -> Result<(), String> {
         }
         create = t.elapsed();
         create_closed = create;
+        ctx.cold_start()?;
         let t = Instant::now();
         for (i, f) in names.iter().enumerate() {
             let body = ctx.block(ctx.s3.get(&format!("{dir}{f}")))?;
@@ -480,6 +487,7 @@ pub fn w6(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
     for &n in &sizes {
         let dir = w6_dir(ctx, n);
         let (cold, warm) = if peer == Peer::Raw {
+            ctx.cold_start()?;
             let mut times = Vec::new();
             for _ in 0..2 {
                 let t = Instant::now();
@@ -535,6 +543,7 @@ pub fn w6(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
     let n = *sizes.iter().max().expect("at least one W6 size");
     let dir = w6_dir(ctx, n);
     let secs = if peer == Peer::Raw {
+        ctx.cold_start()?;
         let t = Instant::now();
         ctx.block(ctx.s3.list(&dir, Some("/")))?;
         t.elapsed().as_secs_f64()
@@ -562,6 +571,7 @@ pub fn w6(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
     let (dirs, files) = tree_keys(ctx.sz.tree, ctx.sz.tree_files);
     let entries = 1 + dirs.len() + files.len();
     let secs = if peer == Peer::Raw {
+        ctx.cold_start()?;
         let t = Instant::now();
         let (objs, _) = ctx.block(ctx.s3.list(&tree, None))?;
         if objs.len() != entries {
@@ -604,6 +614,12 @@ pub fn w7(ctx: &mut Ctx, peer: Peer, rep: usize) -> Result<(), String> {
     let n = tree.files.len();
     let (untar, untar_exit, tar_c, rm);
     if peer == Peer::Raw {
+        ctx.cold_start()?;
+        // The files are read from local disk: bring them back into the page cache, as the
+        // mounts get the tarball.
+        for f in &tree.files {
+            super::s3::read_local(&local_root.join(&f.rel))?;
+        }
         let t = Instant::now();
         ctx.block(ctx.s3.put(&src, Vec::new(), None))?;
         for d in &tree.dirs {
@@ -615,6 +631,7 @@ pub fn w7(ctx: &mut Ctx, peer: Peer, rep: usize) -> Result<(), String> {
         }
         untar = t.elapsed();
         untar_exit = untar;
+        ctx.cold_start()?;
         let t = Instant::now();
         let (objs, _) = ctx.block(ctx.s3.list(&src, None))?;
         let mut bytes = 0;
