@@ -553,7 +553,7 @@ pub fn run(mut req: MountRequest) -> i32 {
             }
         });
     }
-    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone(), req.options.direct_io);
 
     let mut config = Config::default();
     config.acl = if req.options.allow_other {

@@ -32,6 +32,9 @@ use crate::metrics::{self, CALLER_PID};
 pub struct FuseAdapter {
     fs: Arc<S3Filesystem>,
     rt: Handle,
+    /// `direct_io`: files are opened with `FOPEN_DIRECT_IO`, so the kernel passes each read and
+    /// write straight through instead of filling its page cache.
+    direct_io: bool,
 }
 
 impl std::fmt::Debug for FuseAdapter {
@@ -41,9 +44,10 @@ impl std::fmt::Debug for FuseAdapter {
 }
 
 impl FuseAdapter {
-    /// An adapter that runs `fs` operations on the runtime behind `rt`.
-    pub fn new(fs: Arc<S3Filesystem>, rt: Handle) -> Self {
-        Self { fs, rt }
+    /// An adapter that runs `fs` operations on the runtime behind `rt`; `direct_io` as the
+    /// mount option.
+    pub fn new(fs: Arc<S3Filesystem>, rt: Handle, direct_io: bool) -> Self {
+        Self { fs, rt, direct_io }
     }
 
     /// Replies at once when memory could answer (`answer` is `Some`), timed as `name`; gives
@@ -176,15 +180,33 @@ fn entry(reply: ReplyEntry, s: Stat, fs: &S3Filesystem) {
     reply.entry(&fs.ttl(), &file_attr(&s), Generation(0));
 }
 
+/// Flags of an opened file: `keep_cache` when the kernel's pages of the file still hold its
+/// content (an unchanged object), unless the mount bypasses the page cache (`direct_io`).
+fn open_flags(direct_io: bool, keep_cache: bool) -> FopenFlags {
+    if direct_io {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // READDIRPLUS_AUTO: the kernel asks for attributes with the listing when the caller
         // stats what it lists (`ls -l`), and lists by name only otherwise (`ls`, `find`).
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+        let mut wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if self.direct_io {
+            // Without it the kernel refuses shared mappings of direct-I/O files (ENODEV);
+            // with it (Linux 6.6+) a mapping uses the page cache and the kernel keeps it
+            // coherent with the direct reads and writes.
+            wanted |= InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+        }
         let supported = config.capabilities() & wanted;
         if let Err(e) = config.add_capabilities(supported) {
             tracing::debug!("kernel refused capabilities {e:?}");
@@ -445,13 +467,9 @@ impl Filesystem for FuseAdapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let pid = req.pid();
         tracing::trace!(ino = ino.0, flags = format!("{:#o}", flags.0), "open");
-        let opened = |r: ReplyOpen, (fh, keep_cache): (u64, bool), _: &S3Filesystem| {
-            let flags = if keep_cache {
-                FopenFlags::FOPEN_KEEP_CACHE
-            } else {
-                FopenFlags::empty()
-            };
-            r.opened(FileHandle(fh), flags)
+        let direct_io = self.direct_io;
+        let opened = move |r: ReplyOpen, (fh, keep_cache): (u64, bool), _: &S3Filesystem| {
+            r.opened(FileHandle(fh), open_flags(direct_io, keep_cache))
         };
         let start = Instant::now();
         let now = self.fs.open_now(ino.0, flags.0, pid);
@@ -664,13 +682,14 @@ impl Filesystem for FuseAdapter {
         reply: ReplyCreate,
     ) {
         let who = caller(req);
-        let created = |r: ReplyCreate, (s, fh): (Stat, u64), fs: &S3Filesystem| {
+        let opened_as = open_flags(self.direct_io, false);
+        let created = move |r: ReplyCreate, (s, fh): (Stat, u64), fs: &S3Filesystem| {
             r.created(
                 &fs.ttl(),
                 &file_attr(&s),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                opened_as,
             )
         };
         let start = Instant::now();

@@ -126,6 +126,8 @@ pub struct MountOptions {
     pub negative_cache: bool,
     /// Use ListObjects (v1) instead of ListObjectsV2 (`listobjectsv1`).
     pub list_objects_v1: bool,
+    /// Reads and writes bypass the kernel page cache (`direct_io`).
+    pub direct_io: bool,
     /// Send every request through the AWS SDK, not the lean path (`sdk_requests`).
     pub sdk_only: bool,
     /// Where write staging files live (`cache_dir=`); default: the system temp dir.
@@ -199,6 +201,7 @@ impl Default for MountOptions {
             stat_cache_expire: Duration::from_secs(60),
             negative_cache: true,
             list_objects_v1: false,
+            direct_io: false,
             sdk_only: false,
             cache_dir: None,
             log_level: LogLevel::Warn,
@@ -273,6 +276,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "listobjectsv1", value: "", help: "list with ListObjects v1 instead of ListObjectsV2" },
     OptionDoc { name: "sdk_requests", value: "", help: "send every request through the AWS SDK (default: HEAD, GET, LIST, PUT, UploadPart, CopyObject and DELETE take a lighter signed HTTP path; for comparison, or a server it does not suit)" },
     OptionDoc { name: "cache_dir", value: "DIR", help: "where files being written are staged once past max_dirty_memory (default: system temp dir)" },
+    OptionDoc { name: "direct_io", value: "", help: "reads and writes bypass the kernel page cache (faster single streaming passes; nothing is kept for the next open)" },
     OptionDoc { name: "max_memory", value: "MIB", help: "memory for read-ahead shared by all open files (default 128)" },
     OptionDoc { name: "max_dirty_memory", value: "MIB", help: "bytes of one file staged in memory before spilling to cache_dir (default 8)" },
     OptionDoc { name: "multipart_size", value: "MIB", help: "part size of multipart uploads (default 10, min 5)" },
@@ -448,6 +452,10 @@ impl MountOptions {
             "listobjectsv1" => {
                 reject_value(name, value)?;
                 self.list_objects_v1 = true;
+            }
+            "direct_io" => {
+                reject_value(name, value)?;
+                self.direct_io = true;
             }
             "sdk_requests" => {
                 reject_value(name, value)?;

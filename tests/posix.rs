@@ -500,10 +500,10 @@ impl Pair {
     }
 }
 
-fn fsx(ops: usize, seed: u64) {
+fn fsx(ops: usize, seed: u64, opts: &[&str]) {
     let bucket = block_on(new_bucket("fsx"));
     let local = tempfile::tempdir().unwrap();
-    let mut m = Mount::mount(&bucket, &["max_dirty_memory=1"]);
+    let mut m = Mount::mount(&bucket, &[&["max_dirty_memory=1"], opts].concat());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     const MAX_LEN: u64 = 300 * 1024;
     let mut pair = Pair::open(m.path(), local.path(), "model.bin");
@@ -616,19 +616,33 @@ fn fsx(ops: usize, seed: u64) {
     );
 }
 
+/// `ROSSFS_FSX_SEED`, else a fresh seed (printed, to replay a failure).
+fn fsx_seed() -> u64 {
+    std::env::var("ROSSFS_FSX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64)
+}
+
 /// Short randomized model run for CI; `ROSSFS_FSX_OPS` and `ROSSFS_FSX_SEED` change it.
 #[test]
 fn randomized_model_test_against_a_local_file() {
-    let seed = std::env::var("ROSSFS_FSX_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let seed = fsx_seed();
     let ops = std::env::var("ROSSFS_FSX_OPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1500);
     eprintln!("fsx seed {seed} ({ops} operations)");
-    fsx(ops, seed);
+    fsx(ops, seed, &[]);
+}
+
+/// The same on a `direct_io` mount, where every read and write reaches rossfs as the caller
+/// made it (no page cache in between).
+#[test]
+fn randomized_model_test_on_a_direct_io_mount() {
+    let seed = fsx_seed();
+    eprintln!("fsx seed {seed} (600 operations, direct_io)");
+    fsx(600, seed, &["direct_io"]);
 }
 
 /// The long run: `cargo test --test posix -- --ignored` (100,000 operations).
@@ -639,7 +653,7 @@ fn randomized_model_test_long() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(42);
-    fsx(100_000, seed);
+    fsx(100_000, seed, &[]);
 }
 
 fn tree_digest(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
@@ -829,7 +843,6 @@ fn is_tmpfs(path: &Path) -> bool {
 /// Size of the largest unlinked file `pid` holds open (rossfs's spill file) and how many of
 /// its bytes are in the page cache.
 fn spill_file_residency(pid: libc::pid_t) -> Option<(u64, u64)> {
-    use std::os::fd::AsRawFd;
     let mut largest: Option<(u64, u64)> = None;
     for entry in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
         // Only unlinked files are opened: opening a pipe the daemon holds could block.
@@ -846,28 +859,154 @@ fn spill_file_residency(pid: libc::pid_t) -> Option<(u64, u64)> {
         if !meta.is_file() || len == 0 || largest.is_some_and(|(l, _)| l >= len) {
             continue;
         }
-        // SAFETY: a read-only shared mapping of the whole file, only passed to mincore and
-        // unmapped before the file is closed; nothing reads through it.
-        let resident = unsafe {
-            let map = libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(map, libc::MAP_FAILED, "mmap of the spill file");
-            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-            let mut pages = vec![0u8; (len as usize).div_ceil(page)];
-            let rc = libc::mincore(map, len as usize, pages.as_mut_ptr());
-            libc::munmap(map, len as usize);
-            assert_eq!(rc, 0, "mincore");
-            (pages.iter().filter(|&&p| p & 1 == 1).count() * page) as u64
-        };
-        largest = Some((len, resident));
+        largest = Some((len, resident_bytes(&file)));
     }
     largest
+}
+
+/// How many bytes of `file` are in the page cache.
+fn resident_bytes(file: &fs::File) -> u64 {
+    use std::os::fd::AsRawFd;
+    let len = file.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: a read-only shared mapping of the whole file, only passed to mincore and
+    // unmapped before the file is closed; nothing reads through it.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut pages = vec![0u8; len.div_ceil(page)];
+        let rc = libc::mincore(map, len, pages.as_mut_ptr());
+        libc::munmap(map, len);
+        assert_eq!(rc, 0, "mincore");
+        (pages.iter().filter(|&&p| p & 1 == 1).count() * page) as u64
+    }
+}
+
+#[test]
+fn page_cache_is_kept_across_opens_unless_the_mount_uses_direct_io() {
+    let bucket = block_on(new_bucket("direct"));
+    const LEN: usize = 3 * 1024 * 1024 + 512;
+    let content: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+    block_on(async {
+        let c = s3_client().await;
+        put_object(&c, &bucket, "made-by-s3.bin", content.clone()).await;
+    });
+    let page_rounded = LEN.div_ceil(4096) as u64 * 4096;
+
+    // Default: what one open read stays in the page cache for the next open of the unchanged
+    // object.
+    let m = Mount::mount(&bucket, &[]);
+    let path = m.path().join("made-by-s3.bin");
+    assert!(
+        fs::read(&path).unwrap() == content,
+        "content through the default mount"
+    );
+    let again = fs::File::open(&path).unwrap();
+    assert_eq!(
+        resident_bytes(&again),
+        page_rounded,
+        "a read object stays cached across opens"
+    );
+    let mut buf = vec![0u8; LEN];
+    again.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf == content);
+    drop(again);
+    m.unmount();
+
+    // direct_io: reads and writes pass straight through, nothing is cached, and the content
+    // is the same.
+    let m = Mount::mount(&bucket, &["direct_io"]);
+    let path = m.path().join("made-by-s3.bin");
+    assert!(
+        fs::read(&path).unwrap() == content,
+        "content through a direct_io mount"
+    );
+    let f = fs::File::open(&path).unwrap();
+    assert_eq!(
+        resident_bytes(&f),
+        0,
+        "direct_io reads leave nothing in the page cache"
+    );
+    let mut buf = vec![0u8; 1000];
+    f.read_exact_at(&mut buf, LEN as u64 - 1000).unwrap();
+    assert!(buf[..] == content[LEN - 1000..], "a read at the end");
+    drop(f);
+    let written = m.path().join("written.bin");
+    fs::write(&written, &content).unwrap();
+    let f = fs::File::open(&written).unwrap();
+    assert_eq!(
+        resident_bytes(&f),
+        0,
+        "direct_io writes leave nothing in the page cache"
+    );
+    drop(f);
+    let mut f = fs::OpenOptions::new().append(true).open(&written).unwrap();
+    f.write_all(b"appended").unwrap();
+    drop(f);
+    // A shared writable mapping works (the kernel serves it from the page cache).
+    let mapped = m.path().join("mapped.bin");
+    fs::write(&mapped, vec![0u8; 8192]).unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&mapped)
+            .unwrap();
+        // SAFETY: a shared mapping of the file's 8192 bytes, written and unmapped before the
+        // file is closed.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(
+                map,
+                libc::MAP_FAILED,
+                "shared mmap on a direct_io mount: {}",
+                std::io::Error::last_os_error()
+            );
+            std::ptr::copy_nonoverlapping(b"mapped".as_ptr(), (map as *mut u8).add(4096), 6);
+            assert_eq!(libc::msync(map, 8192, libc::MS_SYNC), 0);
+            libc::munmap(map, 8192);
+        }
+        f.sync_all().unwrap();
+    }
+    let mut expect_mapped = vec![0u8; 8192];
+    expect_mapped[4096..4102].copy_from_slice(b"mapped");
+    assert!(
+        fs::read(&mapped).unwrap() == expect_mapped,
+        "the mapping's write reads back"
+    );
+    m.unmount();
+
+    let mut expect_written = content.clone();
+    expect_written.extend_from_slice(b"appended");
+    block_on(async {
+        let c = s3_client().await;
+        assert!(
+            get_object(&c, &bucket, "written.bin").await == expect_written,
+            "written.bin in the bucket"
+        );
+        assert!(
+            get_object(&c, &bucket, "mapped.bin").await == expect_mapped,
+            "mapped.bin in the bucket"
+        );
+    });
 }
 
 #[test]
