@@ -212,6 +212,12 @@ impl Filesystem for FuseAdapter {
             tracing::debug!("kernel refused capabilities {e:?}");
         }
         tracing::debug!(offered = ?config.capabilities(), asked = ?supported, "FUSE capabilities");
+        if self.direct_io && !supported.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+            tracing::warn!(
+                "direct_io: this kernel cannot map direct-I/O files shared (Linux 6.6 can); \
+                 mmap(MAP_SHARED) of files on this mount fails with ENODEV, private mappings work"
+            );
+        }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_max_write(1024 * 1024);
