@@ -901,17 +901,24 @@ fn page_cache_is_kept_across_opens_unless_the_mount_uses_direct_io() {
         let c = s3_client().await;
         put_object(&c, &bucket, "made-by-s3.bin", content.clone()).await;
     });
-    let page_rounded = LEN.div_ceil(4096) as u64 * 4096;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let page_rounded = (LEN.div_ceil(page) * page) as u64;
+    // Reads the whole object through `m`, checks it, and opens it again.
+    let read_then_reopen = |m: &Mount| {
+        let path = m.path().join("made-by-s3.bin");
+        assert!(
+            fs::read(&path).unwrap() == content,
+            "content through {}",
+            m.path().display()
+        );
+        fs::File::open(&path).unwrap()
+    };
 
     // Default: what one open read stays in the page cache for the next open of the unchanged
     // object.
     let m = Mount::mount(&bucket, &[]);
-    let path = m.path().join("made-by-s3.bin");
-    assert!(
-        fs::read(&path).unwrap() == content,
-        "content through the default mount"
-    );
-    let again = fs::File::open(&path).unwrap();
+    let again = read_then_reopen(&m);
     assert_eq!(
         resident_bytes(&again),
         page_rounded,
@@ -926,12 +933,7 @@ fn page_cache_is_kept_across_opens_unless_the_mount_uses_direct_io() {
     // direct_io: reads and writes pass straight through, nothing is cached, and the content
     // is the same.
     let m = Mount::mount(&bucket, &["direct_io"]);
-    let path = m.path().join("made-by-s3.bin");
-    assert!(
-        fs::read(&path).unwrap() == content,
-        "content through a direct_io mount"
-    );
-    let f = fs::File::open(&path).unwrap();
+    let f = read_then_reopen(&m);
     assert_eq!(
         resident_bytes(&f),
         0,
