@@ -864,6 +864,12 @@ fn spill_file_residency(pid: libc::pid_t) -> Option<(u64, u64)> {
     largest
 }
 
+/// The system's page size, the unit of `mincore`.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
 /// How many bytes of `file` are in the page cache.
 fn resident_bytes(file: &fs::File) -> u64 {
     use std::os::fd::AsRawFd;
@@ -883,7 +889,7 @@ fn resident_bytes(file: &fs::File) -> u64 {
             0,
         );
         assert_ne!(map, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let page = page_size();
         let mut pages = vec![0u8; len.div_ceil(page)];
         let rc = libc::mincore(map, len, pages.as_mut_ptr());
         libc::munmap(map, len);
@@ -901,8 +907,7 @@ fn page_cache_is_kept_across_opens_unless_the_mount_uses_direct_io() {
         let c = s3_client().await;
         put_object(&c, &bucket, "made-by-s3.bin", content.clone()).await;
     });
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let page = page_size();
     let page_rounded = (LEN.div_ceil(page) * page) as u64;
     // Reads the whole object through `m`, checks it, and opens it again.
     let read_then_reopen = |m: &Mount| {
