@@ -577,24 +577,19 @@ fn prepare(ctx: &mut Ctx, selected: &[&str]) -> Result<(), String> {
         }
     }
     if selected.contains(&"W6") {
-        let meta = || {
-            Some(vec![
-                ("mode", "33188".to_string()),
-                ("uid", "1000".to_string()),
-                ("gid", "1000".to_string()),
-                ("mtime", "1700000000".to_string()),
-            ])
-        };
         for &n in &ctx.sz.w6.clone() {
             let dir = workloads::w6_dir(ctx, n);
             let mut items = vec![(dir.clone(), Vec::new(), None)];
-            // Every tenth object carries s3fs-style mode/uid/gid/mtime metadata.
             items.extend((0..n).map(|i| {
-                (
-                    format!("{dir}f{i:06}"),
-                    Vec::new(),
-                    if i % 10 == 0 { meta() } else { None },
-                )
+                let meta = workloads::w6_owner(i).map(|o| {
+                    vec![
+                        ("mode", o.mode.to_string()),
+                        ("uid", o.uid.to_string()),
+                        ("gid", o.gid.to_string()),
+                        ("mtime", o.mtime.to_string()),
+                    ]
+                });
+                (format!("{dir}{}", workloads::w6_name(i)), Vec::new(), meta)
             }));
             ctx.block(s3.put_many(items, 64))?;
         }

@@ -474,11 +474,84 @@ pub fn tree_keys(levels: [usize; 3], files: usize) -> (Vec<String>, Vec<String>)
     (dirs, keys)
 }
 
+/// Name of the `i`th object of a W6 directory.
+pub fn w6_name(i: usize) -> String {
+    format!("f{i:06}")
+}
+
+/// The s3fs-style attributes a W6 object carries in its metadata.
+pub struct W6Owner {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+}
+
+/// Every tenth W6 object carries mode/uid/gid/mtime metadata; the others carry none.
+pub fn w6_owner(i: usize) -> Option<W6Owner> {
+    i.is_multiple_of(10).then_some(W6Owner {
+        mode: 0o100644,
+        uid: 1000,
+        gid: 1000,
+        mtime: 1_700_000_000,
+    })
+}
+
 fn ls(args: &[&str], path: &Path, timeout: Duration) -> Result<(f64, u64), String> {
     let mut cmd = Command::new("ls");
     cmd.args(args).arg(path).env("LC_ALL", "C");
     let out = run_counted(cmd, timeout)?;
     Ok((out.elapsed.as_secs_f64(), out.lines))
+}
+
+/// A warm `ls -l` of `n` empty files named, owned and dated like the objects of a W6
+/// directory, on a ramfs mounted for it: seconds of the second of two runs. ramfs keeps
+/// everything in the kernel's caches and, like rossfs, has no ACLs, so `ls` makes the same
+/// system calls (tmpfs would add two xattr probes per file).
+fn local_warm_ls(n: usize, timeout: Duration) -> Result<f64, String> {
+    let dir = std::env::temp_dir().join(format!("fsbench-w6-floor-{}-{n}", std::process::id()));
+    io(format!("mkdir {}", dir.display()), fs::create_dir(&dir))?;
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "-o", "mode=0755", "fsbench-floor"])
+        .arg(&dir)
+        .status();
+    if !matches!(mounted, Ok(s) if s.success()) {
+        let _ = fs::remove_dir(&dir);
+        return Err(format!("mount -t ramfs {}: {mounted:?}", dir.display()));
+    }
+    let result = (|| {
+        for i in 0..n {
+            let path = dir.join(w6_name(i));
+            let file = io(format!("create {}", path.display()), File::create(&path))?;
+            if let Some(o) = w6_owner(i) {
+                use std::os::unix::fs::PermissionsExt;
+                let what = format!("set the attributes of {}", path.display());
+                let mtime = std::time::UNIX_EPOCH + Duration::from_secs(o.mtime as u64);
+                io(&what, file.set_modified(mtime))?;
+                io(&what, file.set_permissions(fs::Permissions::from_mode(o.mode)))?;
+                io(&what, std::os::unix::fs::fchown(&file, Some(o.uid), Some(o.gid)))?;
+            }
+        }
+        let mut secs = 0.0;
+        for _ in 0..2 {
+            let (t, lines) = ls(&["-l"], &dir, timeout)?;
+            if lines != n as u64 + 1 {
+                return Err(format!(
+                    "ls -l {}: {lines} lines, expected {}",
+                    dir.display(),
+                    n + 1
+                ));
+            }
+            secs = t;
+        }
+        Ok(secs)
+    })();
+    let unmounted = Command::new("umount").arg(&dir).status();
+    let _ = fs::remove_dir(&dir);
+    match unmounted {
+        Ok(s) if s.success() => result,
+        other => Err(format!("umount {}: {other:?}", dir.display())),
+    }
 }
 
 pub fn w6(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
@@ -488,17 +561,17 @@ pub fn w6(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
         let dir = w6_dir(ctx, n);
         let (cold, warm) = if peer == Peer::Raw {
             ctx.cold_start()?;
-            let mut times = Vec::new();
-            for _ in 0..2 {
-                let t = Instant::now();
-                let (objs, _) = ctx.block(ctx.s3.list(&dir, Some("/")))?;
-                times.push(t.elapsed().as_secs_f64());
-                let count = objs.iter().filter(|o| o.key != dir).count();
-                if count != n {
-                    return Err(format!("LIST {dir}: {count} objects, expected {n}"));
-                }
+            let t = Instant::now();
+            let (objs, _) = ctx.block(ctx.s3.list(&dir, Some("/")))?;
+            let cold = t.elapsed().as_secs_f64();
+            let count = objs.iter().filter(|o| o.key != dir).count();
+            if count != n {
+                return Err(format!("LIST {dir}: {count} objects, expected {n}"));
             }
-            (times[0], times[1])
+            // A client with no filesystem has no warm listing to compare with: its second LIST
+            // costs what the first did. The floor of a warm `ls -l` is the same `ls -l` on an
+            // in-memory local filesystem, where no request is made at all.
+            (cold, local_warm_ls(n, cmd_timeout)?)
         } else {
             let m = ctx.mount(peer)?;
             let u0 = m.usage();
