@@ -504,22 +504,25 @@ fn ls(args: &[&str], path: &Path, timeout: Duration) -> Result<(f64, u64), Strin
     Ok((out.elapsed.as_secs_f64(), out.lines))
 }
 
-/// A warm `ls -l` of `n` empty files named, owned and dated like the objects of a W6
-/// directory, on a ramfs mounted for it: seconds of the second of two runs. ramfs keeps
-/// everything in the kernel's caches and, like rossfs, has no ACLs, so `ls` makes the same
-/// system calls (tmpfs would add two xattr probes per file).
-fn local_warm_ls(n: usize, timeout: Duration) -> Result<f64, String> {
-    let dir = std::env::temp_dir().join(format!("fsbench-w6-floor-{}-{n}", std::process::id()));
-    io(format!("mkdir {}", dir.display()), fs::create_dir(&dir))?;
+/// A warm `ls -l` of `n` empty files named, owned and dated like the objects of the W6
+/// directory `key_prefix`, on a ramfs mounted for it: seconds of the second of two runs. ramfs
+/// keeps everything in the kernel's caches and, like rossfs, has no ACLs, so `ls` makes the
+/// same system calls (tmpfs would add two xattr probes per file). The files sit at the same
+/// depth below the same kind of path as a mount's, so the path walk costs the same.
+fn local_warm_ls(key_prefix: &str, n: usize, timeout: Duration) -> Result<f64, String> {
+    let scratch = tempfile::TempDir::with_prefix("fsbench-ramfs-").map_err(|e| e.to_string())?;
+    let mnt = scratch.path().join("mnt");
+    io(format!("mkdir {}", mnt.display()), fs::create_dir(&mnt))?;
     let mounted = Command::new("mount")
         .args(["-t", "ramfs", "-o", "mode=0755", "fsbench-floor"])
-        .arg(&dir)
+        .arg(&mnt)
         .status();
     if !matches!(mounted, Ok(s) if s.success()) {
-        let _ = fs::remove_dir(&dir);
-        return Err(format!("mount -t ramfs {}: {mounted:?}", dir.display()));
+        return Err(format!("mount -t ramfs {}: {mounted:?}", mnt.display()));
     }
+    let dir = mnt.join(key_prefix.trim_end_matches('/'));
     let result = (|| {
+        io(format!("mkdir {}", dir.display()), fs::create_dir_all(&dir))?;
         for i in 0..n {
             let path = dir.join(w6_name(i));
             let file = io(format!("create {}", path.display()), File::create(&path))?;
@@ -546,11 +549,9 @@ fn local_warm_ls(n: usize, timeout: Duration) -> Result<f64, String> {
         }
         Ok(secs)
     })();
-    let unmounted = Command::new("umount").arg(&dir).status();
-    let _ = fs::remove_dir(&dir);
-    match unmounted {
+    match Command::new("umount").arg(&mnt).status() {
         Ok(s) if s.success() => result,
-        other => Err(format!("umount {}: {other:?}", dir.display())),
+        other => Err(format!("umount {}: {other:?}", mnt.display())),
     }
 }
 
@@ -571,7 +572,7 @@ pub fn w6(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
             // A client with no filesystem has no warm listing to compare with: its second LIST
             // costs what the first did. The floor of a warm `ls -l` is the same `ls -l` on an
             // in-memory local filesystem, where no request is made at all.
-            (cold, local_warm_ls(n, cmd_timeout)?)
+            (cold, local_warm_ls(&dir, n, cmd_timeout)?)
         } else {
             let m = ctx.mount(peer)?;
             let u0 = m.usage();
