@@ -504,6 +504,19 @@ fn ls(args: &[&str], path: &Path, timeout: Duration) -> Result<(f64, u64), Strin
     Ok((out.elapsed.as_secs_f64(), out.lines))
 }
 
+/// Seconds of an `ls -l` of `path`, checked to print `n` entries (plus the "total" line).
+fn ls_l(what: &str, path: &Path, n: usize, timeout: Duration) -> Result<f64, String> {
+    let (secs, lines) = ls(&["-l"], path, timeout)?;
+    if lines != n as u64 + 1 {
+        return Err(format!(
+            "{what} {}: {lines} lines, expected {}",
+            path.display(),
+            n + 1
+        ));
+    }
+    Ok(secs)
+}
+
 /// A warm `ls -l` of `n` empty files named, owned and dated like the objects of the W6
 /// directory `key_prefix`, on a ramfs mounted for it: seconds of the second of two runs, or
 /// `None` with a warning where ramfs cannot be mounted (a run without root). ramfs
@@ -540,19 +553,8 @@ fn local_warm_ls(key_prefix: &str, n: usize, timeout: Duration) -> Result<Option
                 io(&what, std::os::unix::fs::fchown(&file, Some(o.uid), Some(o.gid)))?;
             }
         }
-        let mut secs = 0.0;
-        for _ in 0..2 {
-            let (t, lines) = ls(&["-l"], &dir, timeout)?;
-            if lines != n as u64 + 1 {
-                return Err(format!(
-                    "ls -l {}: {lines} lines, expected {}",
-                    dir.display(),
-                    n + 1
-                ));
-            }
-            secs = t;
-        }
-        Ok(secs)
+        ls_l("ls -l", &dir, n, timeout)?;
+        ls_l("warm ls -l", &dir, n, timeout)
     })();
     match Command::new("umount").arg(&mnt).status() {
         Ok(s) if s.success() => result.map(Some),
@@ -582,22 +584,8 @@ pub fn w6(ctx: &mut Ctx, peer: Peer, _rep: usize) -> Result<(), String> {
             let m = ctx.mount(peer)?;
             let u0 = m.usage();
             let path = in_mount(&m, &dir);
-            let (cold, lines) = ls(&["-l"], &path, cmd_timeout)?;
-            if lines != n as u64 + 1 {
-                return Err(format!(
-                    "ls -l {}: {lines} lines, expected {}",
-                    path.display(),
-                    n + 1
-                ));
-            }
-            let (warm, lines) = ls(&["-l"], &path, cmd_timeout)?;
-            if lines != n as u64 + 1 {
-                return Err(format!(
-                    "warm ls -l {}: {lines} lines, expected {}",
-                    path.display(),
-                    n + 1
-                ));
-            }
+            let cold = ls_l("ls -l", &path, n, cmd_timeout)?;
+            let warm = ls_l("warm ls -l", &path, n, cmd_timeout)?;
             ctx.usage("W6", peer, &m, u0);
             m.unmount()?;
             (cold, Some(warm))
