@@ -374,6 +374,110 @@ fn unlinked_open_files_keep_working_and_leave_nothing_behind() {
     m.unmount();
 }
 
+/// `truncate(2)` and `chmod(2)` by path while the file is open only for reading: nothing will
+/// upload at a close, so the change goes to the bucket at once, and the reader sees it (as on a
+/// local disk, where it shares the inode).
+#[test]
+fn changes_beside_an_open_reader_reach_the_bucket_at_once() {
+    let bucket = block_on(new_bucket("readerkeep"));
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path().join("f");
+    fs::write(&p, b"hello world").unwrap();
+    let mut r = fs::File::open(&p).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::truncate(cpath(&p).as_ptr(), 5) }, 0);
+    let object = || block_on(async { get_object(&s3_client().await, &bucket, "f").await });
+    assert_eq!(object(), b"hello", "the truncate is in the bucket before any close");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    let h = block_on(head(&bucket, "f"));
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("mode")).map(String::as_str),
+        Some("33152"),
+        "the chmod is in the bucket before any close"
+    );
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "hello", "the reader sees the truncated file");
+    drop(r);
+    assert_eq!(object(), b"hello");
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let meta = fs::metadata(m.path().join("f")).unwrap();
+    assert_eq!((meta.len(), meta.mode() & 0o7777), (5, 0o600));
+    m.unmount();
+}
+
+/// `rename(2)` over a file that is open: its handles keep reading the replaced content (the
+/// old inode), whether they had read some of it or not, while the name shows the new file.
+#[test]
+fn renaming_over_an_open_file_keeps_its_content_for_its_handles() {
+    let bucket = block_on(new_bucket("renameover"));
+    let m = Mount::mount(&bucket, &[]);
+    let (a, b) = (m.path().join("a"), m.path().join("b"));
+    let old = pattern(3 * 1024 * 1024 + 17, 7);
+    fs::write(&b, &old).unwrap();
+    fs::write(&a, b"new").unwrap();
+    let mut untouched = fs::File::open(&b).unwrap();
+    let halfway = fs::File::open(&b).unwrap();
+    let mut first = vec![0u8; 1024 * 1024];
+    halfway.read_exact_at(&mut first, 0).unwrap();
+    fs::rename(&a, &b).unwrap();
+    let mut rest = vec![0u8; old.len() - first.len()];
+    halfway.read_exact_at(&mut rest, first.len() as u64).unwrap();
+    first.extend_from_slice(&rest);
+    assert!(first == old, "a handle that had read half of b reads the rest of the old b");
+    let mut all = Vec::new();
+    untouched.read_to_end(&mut all).unwrap();
+    assert!(all == old, "a handle that had read nothing reads the old b");
+    assert_eq!(fs::read(&b).unwrap(), b"new");
+    drop((untouched, halfway));
+    assert_eq!(keys(&bucket, ""), ["b"]);
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "b").await }),
+        b"new"
+    );
+    m.unmount();
+}
+
+/// Peak resident set of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: libc::pid_t) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Appending to an existing object larger than `max_dirty_memory` stages its content on disk
+/// in ranged GETs: the daemon's peak memory stays below the object's size, and the result is
+/// exact.
+#[test]
+fn appending_to_a_large_object_stages_it_on_disk_not_in_memory() {
+    let bucket = block_on(new_bucket("bigappend"));
+    let size = 160 * 1024 * 1024 + 4321;
+    let body = pattern(size, 11);
+    block_on(async { put_object(&s3_client().await, &bucket, "big", body.clone()).await });
+    let m = Mount::mount(&bucket, &[]);
+    let pid = m.daemon_pids()[0];
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path().join("big"))
+        .unwrap();
+    f.write_all(b"tail").unwrap();
+    let peak = peak_rss(pid);
+    assert!(
+        peak < size as u64,
+        "staging a {size}-byte object took the daemon to {peak} bytes resident"
+    );
+    drop(f);
+    let stored = block_on(async { get_object(&s3_client().await, &bucket, "big").await });
+    assert_eq!(stored.len(), size + 4);
+    assert!(stored[..size] == body[..] && &stored[size..] == b"tail");
+    m.unmount();
+}
+
 #[test]
 fn special_files_and_fallocate() {
     let bucket = block_on(new_bucket("special"));

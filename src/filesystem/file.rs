@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::{lock, Caller, Errno, FsResult, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
@@ -36,6 +37,17 @@ pub struct FileData {
     /// Times were set explicitly (utimens) since the content was staged: they must be stored
     /// exactly, not left to the server's Last-Modified.
     pub times_set: bool,
+}
+
+/// Size of the ranged GETs that stage an existing object larger than the memory limit.
+const STAGE_CHUNK: u64 = 8 * 1024 * 1024;
+/// Ranged GETs in flight while staging an existing object.
+const STAGE_PARALLEL: usize = 4;
+
+/// An object returned fewer bytes than its known size while being staged (it changed meanwhile).
+fn short_read(key: &str, want: u64, got: usize) -> Errno {
+    tracing::error!("staging {key}: expected {want} bytes, the bucket returned {got}; the object changed meanwhile");
+    Errno::EIO
 }
 
 /// Parts of a streamed file, beyond those in flight, that may wait in the page cache (sent
@@ -109,6 +121,14 @@ impl S3Filesystem {
         lock(&self.files).get(&ino).map_or(0, |e| e.0)
     }
 
+    /// Whether a handle open for writing holds `ino`: only then may a change to the file wait
+    /// for a close to reach the bucket (a handle that only reads never uploads).
+    pub(super) fn has_writer(&self, ino: u64) -> bool {
+        lock(&self.file_handles)
+            .values()
+            .any(|h| h.ino == ino && h.writable)
+    }
+
     /// The write state of `ino`, if any handle has it open.
     pub(super) fn files_entry(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<FileData>>> {
         lock(&self.files).get(&ino).map(|e| e.1.clone())
@@ -151,9 +171,13 @@ impl S3Filesystem {
         fh
     }
 
-    /// If the inode's content is staged (open for writing), marks it for upload at the next
-    /// flush and returns true: attribute changes then travel with the data.
+    /// If the inode's content is staged and a handle open for writing will upload it, marks it
+    /// for upload at that flush and returns true: attribute changes then travel with the data.
+    /// False: the caller stores the change itself.
     pub(super) async fn mark_pending_upload(&self, ino: u64, times_set: bool) -> bool {
+        if !self.has_writer(ino) {
+            return false;
+        }
         let data = self.files_entry(ino);
         match data {
             Some(d) => {
@@ -168,21 +192,54 @@ impl S3Filesystem {
         }
     }
 
-    /// Loads the object's current content into staging, if not staged yet.
-    async fn ensure_staged(&self, ino: u64, data: &mut FileData) -> FsResult<()> {
+    /// Loads the object's current content into staging, if not staged yet. Content larger than
+    /// the memory limit goes straight to the spill file in ranged GETs of [`STAGE_CHUNK`], a few
+    /// at a time, so staging a large object never holds it in RAM.
+    pub(super) async fn ensure_staged(&self, ino: u64, data: &mut FileData) -> FsResult<()> {
         if data.staging.is_some() {
             return Ok(());
         }
         let node = self.node(ino)?;
-        let content = if node.local_only || node.state.attr.size == 0 {
-            Vec::new()
-        } else {
-            let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
-            let key = self.key_for_path(&path);
-            let bytes = self.store.get_range(&key, 0, node.state.attr.size).await?;
-            bytes.to_vec()
-        };
-        data.staging = Some(Staging::from_vec(content, &self.cfg.staging)?);
+        let size = node.state.attr.size;
+        if node.local_only || size == 0 {
+            data.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
+            return Ok(());
+        }
+        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+        let key = self.key_for_path(&path);
+        let mut staging = Staging::from_vec(Vec::new(), &self.cfg.staging)?;
+        match staging.disk_target(&self.cfg.staging, size)? {
+            None => {
+                let bytes = self.store.get_range(&key, 0, size).await?;
+                if bytes.len() as u64 != size {
+                    return Err(short_read(&key, size, bytes.len()));
+                }
+                staging.write_at(&self.cfg.staging, 0, &bytes)?;
+            }
+            Some(file) => {
+                let chunks = (0..size.div_ceil(STAGE_CHUNK)).map(|i| {
+                    let (start, end) = (i * STAGE_CHUNK, ((i + 1) * STAGE_CHUNK).min(size));
+                    let (file, key) = (file.clone(), key.clone());
+                    async move {
+                        let bytes = self.store.get_range(&key, start, end).await?;
+                        if bytes.len() as u64 != end - start {
+                            return Err(short_read(&key, end - start, bytes.len()));
+                        }
+                        tokio::task::spawn_blocking(move || file.write_all_at(&bytes, start))
+                            .await
+                            .map_err(|_| Errno::EIO)??;
+                        Ok::<(), Errno>(())
+                    }
+                });
+                let mut done = futures::stream::iter(chunks)
+                    .buffer_unordered(self.cfg.parallel.clamp(1, STAGE_PARALLEL));
+                while let Some(r) = done.next().await {
+                    r?;
+                }
+                staging.grew_to(size);
+            }
+        }
+        data.staging = Some(staging);
         Ok(())
     }
 
@@ -573,9 +630,10 @@ impl S3Filesystem {
         if changed.is_ok() {
             self.set_size(ino, size);
         }
-        // Nobody else holds the file open: the change goes to the bucket now.
+        // No handle open for writing will upload the file: the change goes to the bucket now
+        // (readers keep the staged copy, as they would keep the truncated inode on a disk).
         let result = match changed {
-            Ok(()) if self.file_data_refs(ino) <= 1 => self.flush_inode(ino).await,
+            Ok(()) if !self.has_writer(ino) => self.flush_inode(ino).await,
             other => other,
         };
         self.release_file_data(ino).await;
@@ -758,7 +816,9 @@ impl S3Filesystem {
         let handle = lock(&self.file_handles).remove(&fh).ok_or(Errno::EBADF)?;
         let ino = handle.ino;
         let mut result = Ok(());
-        if handle.writable {
+        // The last handle uploads what is still staged and changed, even one that only read
+        // (the content of an upload that failed for the writer gets a last attempt).
+        if handle.writable || self.file_data_refs(ino) <= 1 {
             result = self.flush_inode(ino).await;
         }
         self.release_file_data(ino).await;
@@ -778,9 +838,10 @@ impl S3Filesystem {
             Some(data) => Some(data.try_lock().ok()?),
             None => None,
         };
+        let last = self.file_data_refs(handle.ino) <= 1;
         if guard
             .as_ref()
-            .is_some_and(|d| (handle.writable && d.dirty) || d.stream.is_some())
+            .is_some_and(|d| ((handle.writable || last) && d.dirty) || d.stream.is_some())
         {
             return None;
         }

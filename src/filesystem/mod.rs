@@ -589,6 +589,9 @@ impl S3Filesystem {
         if node.state.attr.kind == NodeKind::Dir {
             return None;
         }
+        if !self.has_writer(ino) {
+            return None;
+        }
         let data = self.files_entry(ino)?;
         let mut d = data.try_lock().ok()?;
         d.staging.as_ref()?;

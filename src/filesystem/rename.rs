@@ -77,15 +77,37 @@ impl S3Filesystem {
                 }
             }
             // Hold the file's write state while it moves, so no flush uploads to the old name
-            // between the move and the namespace change.
+            // between the move and the namespace change. The file it replaces, if open, keeps
+            // its content for its handles (staged, as unlink does) and is held too, so none of
+            // them uploads over the moved file; both are locked in inode order.
             let data = self.files_entry(src.ino);
-            let mut guard = match &data {
-                Some(d) => Some(d.lock().await),
-                None => None,
+            let replaced = dst.as_ref().and_then(|d| Some((d.ino, self.files_entry(d.ino)?)));
+            let (mut guard, mut replaced_guard) = match (&data, &replaced) {
+                (Some(s), Some((dino, d))) if *dino < src.ino => {
+                    let d = d.lock().await;
+                    (Some(s.lock().await), Some(d))
+                }
+                (s, d) => {
+                    let s = match s {
+                        Some(s) => Some(s.lock().await),
+                        None => None,
+                    };
+                    let d = match d {
+                        Some((_, d)) => Some(d.lock().await),
+                        None => None,
+                    };
+                    (s, d)
+                }
             };
+            if let (Some((dino, _)), Some(d)) = (&replaced, replaced_guard.as_deref_mut()) {
+                self.ensure_staged(*dino, d).await?;
+                self.abort_stream(d).await;
+                d.sequential = false;
+            }
             self.move_file(&src, &src_path, &dst_path, newname_str, guard.as_deref_mut())
                 .await?;
             self.table.rename(parent, name, newparent, newname);
+            drop(replaced_guard);
             drop(guard);
         }
         self.complete.removed(parent, name);

@@ -94,9 +94,13 @@ const COPY_PART: u64 = 512 * 1024 * 1024;
 struct KeyDecoder(bool);
 
 impl KeyDecoder {
+    /// `encoding-type=url` is form encoding: AWS S3 and MinIO write a space as `+` and a literal
+    /// `+` as `%2B`; servers that write a space as `%20` (Garage) also escape `+`, so turning
+    /// every `+` into a space before percent-decoding is right for both.
     fn key(&self, k: &str) -> String {
         if self.0 {
-            percent_encoding::percent_decode_str(k)
+            let spaced = k.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced)
                 .decode_utf8_lossy()
                 .into_owned()
         } else {
@@ -1115,5 +1119,23 @@ impl ObjectStore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyDecoder;
+
+    #[test]
+    fn url_encoded_listing_keys_decode_like_a_form() {
+        let d = KeyDecoder(true);
+        // AWS S3 / MinIO: space as `+`, plus as `%2B`.
+        assert_eq!(d.key("docs/annual+report%2Bv2.pdf"), "docs/annual report+v2.pdf");
+        assert_eq!(d.key("run+books/"), "run books/");
+        // Garage: space as `%20`, plus as `%2B`.
+        assert_eq!(d.key("docs%2Fa%20b%2Bc"), "docs/a b+c");
+        assert_eq!(d.key("caf%C3%A9"), "café");
+        // Without encoding-type=url the key is taken as it is.
+        assert_eq!(KeyDecoder(false).key("a+b%20c"), "a+b%20c");
     }
 }
