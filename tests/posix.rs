@@ -439,6 +439,27 @@ fn renaming_over_an_open_file_keeps_its_content_for_its_handles() {
     m.unmount();
 }
 
+/// S3 refuses keys over 1024 bytes: a create, mkdir or symlink whose key (the mount's prefix
+/// included) would be longer fails with ENAMETOOLONG up front, sending nothing, as a local
+/// filesystem does past PATH_MAX. (Garage's LMDB store refuses keys past about 500 bytes
+/// itself, so the long keys come from the mount's prefix, which needs no object.)
+#[test]
+fn keys_longer_than_s3_accepts_are_enametoolong() {
+    let bucket = block_on(new_bucket("longkeys"));
+    let prefix = ["p", "q", "r"].map(|c| c.repeat(255)).join("/") + "/" + &"s".repeat(100);
+    let m = Mount::mount(&format!("{bucket}:/{prefix}/"), &[]);
+    // Keys here start with 869 bytes of prefix: a 155-byte name makes 1024, one more is too long.
+    assert_eq!(errno_of(fs::write(m.path().join("g".repeat(156)), b"x")), libc::ENAMETOOLONG);
+    assert_eq!(errno_of(fs::create_dir(m.path().join("d".repeat(255)))), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink("t", m.path().join("s".repeat(255)))),
+        libc::ENAMETOOLONG
+    );
+    assert!(keys(&bucket, "").is_empty(), "nothing was sent");
+    assert!(fs::read_dir(m.path()).unwrap().next().is_none());
+    m.unmount();
+}
+
 /// Peak resident set of a process (`VmHWM`), in bytes.
 fn peak_rss(pid: libc::pid_t) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -366,6 +366,7 @@ impl S3Filesystem {
         let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
         let attrs = self.new_attributes(&parent_node, caller, NodeKind::Dir, mode);
         let key = self.dir_key(&path);
+        Self::check_key_len(key.len())?;
         let put = PutOptions {
             content_type: "application/octet-stream".into(),
             metadata: attr::posix_metadata(&attrs),

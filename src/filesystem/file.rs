@@ -302,6 +302,7 @@ impl S3Filesystem {
             }
         }
         let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+        Self::check_key_len(self.key_for_path(&path).len())?;
         let attrs = self.new_attributes(&parent_node, caller, NodeKind::File, mode);
         let state = crate::namespace::ObjectState {
             attr: attrs,

@@ -37,6 +37,9 @@ pub use xattr::XattrReply;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
+/// Longest key S3 accepts, in bytes.
+const MAX_KEY_LEN: usize = 1024;
+
 impl Errno {
     /// Operation not permitted.
     pub const EPERM: Errno = Errno(libc::EPERM);
@@ -346,6 +349,16 @@ impl S3Filesystem {
 
     fn key_for_path(&self, path: &str) -> String {
         format!("{}{}", self.prefix, path)
+    }
+
+    /// ENAMETOOLONG for a key of `len` bytes, which S3 would refuse (over 1024 bytes, the
+    /// mount's prefix included), before anything is written under it.
+    fn check_key_len(len: usize) -> FsResult<()> {
+        if len > MAX_KEY_LEN {
+            Err(Errno::ENAMETOOLONG)
+        } else {
+            Ok(())
+        }
     }
 
     /// Key of a directory's marker object (`prefix/path/`; the prefix itself for the root).

@@ -58,6 +58,11 @@ impl S3Filesystem {
             .table
             .child_path(newparent, newname_str)
             .ok_or(Errno::ENOENT)?;
+        Self::check_key_len(if src.state.attr.kind == NodeKind::Dir {
+            self.dir_key(&dst_path).len()
+        } else {
+            self.key_for_path(&dst_path).len()
+        })?;
         if src.state.attr.kind == NodeKind::Dir {
             if self.table.is_ancestor(src.ino, newparent) {
                 return Err(Errno::EINVAL);
@@ -200,6 +205,9 @@ impl S3Filesystem {
                 None => break,
             }
         }
+        // A child whose new key S3 would refuse: nothing is copied.
+        let longest = keys.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        Self::check_key_len((longest + dst_prefix.len()).saturating_sub(src_prefix.len()))?;
         let marker = src.state.dir_marker.clone();
         let is_marker = |k: &str| k == src_prefix || marker.as_deref() == Some(k);
         let children: Vec<(String, u64)> = keys.iter().filter(|(k, _)| !is_marker(k)).cloned().collect();

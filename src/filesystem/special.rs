@@ -35,6 +35,7 @@ impl S3Filesystem {
     ) -> FsResult<Stat> {
         let name_str = check_name(name)?;
         let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+        Self::check_key_len(self.key_for_path(&path).len())?;
         let kind = attrs.kind;
         let put = PutOptions {
             content_type: if attrs.kind == NodeKind::File {
