@@ -392,6 +392,19 @@ fn objects_written_through_the_api_appear_after_the_ttl() {
         assert!(start.elapsed() < Duration::from_secs(20), "new name never listed");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A program that probes names it does not find between listings (each miss lists the
+    // directory again): the kernel's cached listing is not kept once it is older than what
+    // the mount learned.
+    block_on(async { put_object(&s3_client().await, &bucket, "third.txt", b"x".to_vec()).await });
+    let start = Instant::now();
+    for i in 0.. {
+        assert_eq!(errno_of(fs::metadata(m.path().join(format!("probe-{i}")))), libc::ENOENT);
+        if names() == ["also.txt", "later.txt", "third.txt"] {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "a probed directory never listed the new name");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     m.unmount();
 }
 

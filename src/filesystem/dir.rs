@@ -52,6 +52,9 @@ pub struct DirHandle {
     /// The next page, requested as soon as the previous one arrived (the kernel is usually
     /// still consuming that one), so a long listing costs about one LIST round trip per page.
     next_page: Option<PageFetch>,
+    /// Version of the known contents these entries are (see
+    /// [`crate::namespace::complete::CompleteDirs`]), if they are.
+    version: Option<u64>,
 }
 
 type PageFetch = tokio::task::JoinHandle<Result<ListPage, crate::store::StoreError>>;
@@ -73,8 +76,10 @@ fn synthetic_ino(path: &str) -> u64 {
 }
 
 impl S3Filesystem {
-    /// `opendir`: the handle, and whether the directory's contents are known (what the
-    /// kernel cached of an earlier listing is still right).
+    /// `opendir`: the handle, and whether what the kernel cached of an earlier listing is
+    /// still right: the contents are known and are the ones that listing returned. (Knowledge
+    /// is also renewed without a readdir, by a lookup that lists the directory; a kernel cache
+    /// filled before that would otherwise be kept after another client changed the directory.)
     pub fn opendir(&self, ino: u64) -> FsResult<(u64, bool)> {
         let node = self.dir_node(ino)?;
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
@@ -101,10 +106,11 @@ impl S3Filesystem {
             seen: HashSet::new(),
             ticket: None,
             next_page: None,
+            version: None,
         };
         lock(&self.dir_handles).insert(fh, Arc::new(tokio::sync::Mutex::new(handle)));
         self.table.open(ino);
-        Ok((fh, self.complete.is_known(ino)))
+        Ok((fh, self.complete.kernel_copy_current(ino)))
     }
 
     /// `releasedir`.
@@ -162,9 +168,10 @@ impl S3Filesystem {
             if !self.complete.is_known(h.ino) {
                 self.adopt_subtree_listing(h.ino, &h.path);
             }
-            if let Some(known) = self.complete.entries(h.ino) {
+            if let Some((known, version)) = self.complete.entries(h.ino) {
                 h.started = true;
                 h.done = true;
+                h.version = Some(version);
                 self.push_entries(h, &known);
                 self.remember_listing(h.ino, &h.path, true, &known);
                 return Ok(());
@@ -201,7 +208,7 @@ impl S3Filesystem {
             }
             if let Some(ticket) = h.ticket.take() {
                 let all = h.entries[2..].iter().map(|e| (e.name.clone(), e.kind));
-                self.complete.mark_listed(h.ino, ticket, all);
+                h.version = self.complete.mark_listed_version(h.ino, ticket, all);
             }
         }
         Ok(())
@@ -234,6 +241,7 @@ impl S3Filesystem {
             h.done = false;
             h.seen.clear();
             h.ticket = None;
+            h.version = None;
             if let Some(p) = h.next_page.take() {
                 p.abort();
             }
@@ -244,6 +252,11 @@ impl S3Filesystem {
                 self.fetch_page(&mut h).await?;
             }
             if i >= h.entries.len() {
+                // An empty reply at the end: the kernel's cache, filled from this handle's
+                // entries, is complete now.
+                if let (true, Some(v)) = (i == offset as usize, h.version) {
+                    self.complete.kernel_filled(h.ino, v);
+                }
                 return Ok(());
             }
             if add(&h.entries[i], (i + 1) as u64) {

@@ -38,6 +38,8 @@ pub struct ListingTicket(u64);
 struct Known {
     since: Instant,
     names: BTreeMap<OsString, NodeKind>,
+    /// Changes whenever `names` does (not when the same names are confirmed again).
+    version: u64,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +55,10 @@ struct Inner {
     floor: u64,
     /// Directories found too large for one listing page, and when.
     large: HashMap<u64, Instant>,
+    /// Last version handed out.
+    versions: u64,
+    /// Version of the contents the kernel's readdir cache of a directory was filled with.
+    kernel_copy: HashMap<u64, u64>,
 }
 
 impl Inner {
@@ -60,6 +66,12 @@ impl Inner {
         if let Some(k) = self.dirs.remove(&dir) {
             self.total -= k.names.len();
         }
+        self.kernel_copy.remove(&dir);
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.versions += 1;
+        self.versions
     }
 
     fn record_change(&mut self, dir: u64) {
@@ -102,19 +114,48 @@ impl CompleteDirs {
         Self::mark_locked(&mut self.lock(), dir, names);
     }
 
-    fn mark_locked(inner: &mut Inner, dir: u64, names: BTreeMap<OsString, NodeKind>) {
+    /// The kernel's readdir cache of `dir` now holds the contents of `version` (a listing
+    /// of them was read to its end).
+    pub fn kernel_filled(&self, dir: u64, version: u64) {
+        let mut inner = self.lock();
+        if inner.dirs.get(&dir).is_some_and(|k| k.version == version) {
+            inner.kernel_copy.insert(dir, version);
+        }
+    }
+
+    /// True if the contents of `dir` are known and the kernel's readdir cache holds exactly
+    /// them, so the kernel may keep that cache across opens.
+    pub fn kernel_copy_current(&self, dir: u64) -> bool {
+        let inner = self.lock();
+        self.fresh(&inner, dir)
+            .is_some_and(|k| inner.kernel_copy.get(&dir) == Some(&k.version))
+    }
+
+    fn mark_locked(inner: &mut Inner, dir: u64, names: BTreeMap<OsString, NodeKind>) -> Option<u64> {
+        let same = inner.dirs.get(&dir).filter(|k| k.names == names).map(|k| k.version);
+        let kernel_copy = inner.kernel_copy.get(&dir).copied();
         inner.drop_dir(dir);
         inner.order.retain(|d| *d != dir);
         inner.large.remove(&dir);
         if names.len() > MAX_NAMES {
-            return;
+            return None;
         }
+        let version = match same {
+            Some(v) => {
+                if let Some(k) = kernel_copy {
+                    inner.kernel_copy.insert(dir, k);
+                }
+                v
+            }
+            None => inner.next_version(),
+        };
         inner.total += names.len();
         inner.dirs.insert(
             dir,
             Known {
                 since: Instant::now(),
                 names,
+                version,
             },
         );
         inner.order.push_back(dir);
@@ -122,6 +163,7 @@ impl CompleteDirs {
             let Some(old) = inner.order.pop_front() else { break };
             inner.drop_dir(old);
         }
+        inner.dirs.get(&dir).map(|k| k.version)
     }
 
     /// Call before listing `dir` for [`Self::mark_listed`].
@@ -142,22 +184,39 @@ impl CompleteDirs {
         ticket: ListingTicket,
         entries: impl IntoIterator<Item = (OsString, NodeKind)>,
     ) -> bool {
+        self.mark_listed_version(dir, ticket, entries).is_some()
+    }
+
+    /// [`Self::mark_listed`], returning the version of the contents when it marked them.
+    pub fn mark_listed_version(
+        &self,
+        dir: u64,
+        ticket: ListingTicket,
+        entries: impl IntoIterator<Item = (OsString, NodeKind)>,
+    ) -> Option<u64> {
         let names: BTreeMap<OsString, NodeKind> = entries.into_iter().take(MAX_NAMES + 1).collect();
         let mut inner = self.lock();
         let unchanged = ticket.0 >= inner.floor && inner.changed.get(&dir).is_none_or(|c| *c <= ticket.0);
         if unchanged {
-            Self::mark_locked(&mut inner, dir, names);
+            Self::mark_locked(&mut inner, dir, names)
+        } else {
+            None
         }
-        unchanged
     }
 
     /// `name` (of `kind`) now exists in `dir`.
     pub fn added(&self, dir: u64, name: &OsStr, kind: NodeKind) {
         let mut inner = self.lock();
         inner.record_change(dir);
+        let version = inner.next_version();
         if let Some(k) = inner.dirs.get_mut(&dir) {
-            if k.names.insert(name.to_os_string(), kind).is_none() {
-                inner.total += 1;
+            match k.names.insert(name.to_os_string(), kind) {
+                None => {
+                    k.version = version;
+                    inner.total += 1;
+                }
+                Some(old) if old != kind => k.version = version,
+                Some(_) => {}
             }
         }
     }
@@ -166,8 +225,10 @@ impl CompleteDirs {
     pub fn removed(&self, dir: u64, name: &OsStr) {
         let mut inner = self.lock();
         inner.record_change(dir);
+        let version = inner.next_version();
         if let Some(k) = inner.dirs.get_mut(&dir) {
             if k.names.remove(name).is_some() {
+                k.version = version;
                 inner.total -= 1;
             }
         }
@@ -194,11 +255,11 @@ impl CompleteDirs {
         self.fresh(&self.lock(), dir)?.names.get(name).copied()
     }
 
-    /// All entries of `dir` in name order, if known.
-    pub fn entries(&self, dir: u64) -> Option<Vec<(OsString, NodeKind)>> {
+    /// All entries of `dir` in name order, if known, and the version of those contents.
+    pub fn entries(&self, dir: u64) -> Option<(Vec<(OsString, NodeKind)>, u64)> {
         let inner = self.lock();
         let k = self.fresh(&inner, dir)?;
-        Some(k.names.iter().map(|(n, k)| (n.clone(), *k)).collect())
+        Some((k.names.iter().map(|(n, k)| (n.clone(), *k)).collect(), k.version))
     }
 
     /// `dir` did not fit one listing page; [`Self::seems_large`] says so for the TTL.
@@ -256,6 +317,34 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_copy_is_current_only_while_the_names_are_the_ones_it_was_filled_with() {
+        let c = CompleteDirs::new(Duration::from_secs(60));
+        assert!(!c.kernel_copy_current(1), "unknown directory");
+        c.mark(1, [f("a")]);
+        let (_, v1) = c.entries(1).unwrap();
+        assert!(!c.kernel_copy_current(1), "the kernel has not read this listing");
+        c.kernel_filled(1, v1);
+        assert!(c.kernel_copy_current(1));
+        let t = c.ticket();
+        assert_eq!(c.mark_listed_version(1, t, [f("a")]), Some(v1), "the same names again");
+        assert!(c.kernel_copy_current(1), "confirming the same names keeps the kernel's copy");
+        let v2 = c.mark_listed_version(1, t, [f("a"), f("b")]).unwrap();
+        assert_ne!(v2, v1);
+        assert!(!c.kernel_copy_current(1), "another client added b: the kernel's copy is stale");
+        c.kernel_filled(1, v1);
+        assert!(!c.kernel_copy_current(1), "a listing of old contents fills nothing");
+        c.kernel_filled(1, v2);
+        assert!(c.kernel_copy_current(1));
+        c.removed(1, OsStr::new("zzz"));
+        assert!(c.kernel_copy_current(1), "removing a name that is not there changes nothing");
+        c.added(1, OsStr::new("c"), NodeKind::File);
+        assert!(!c.kernel_copy_current(1));
+        c.forget(1);
+        c.mark(1, [f("a"), f("b"), f("c")]);
+        assert!(!c.kernel_copy_current(1), "forgotten knowledge forgets the kernel's copy");
+    }
+
+    #[test]
     fn a_listing_racing_with_own_changes_is_not_trusted() {
         let c = CompleteDirs::new(Duration::from_secs(60));
         let t = c.ticket();
@@ -271,7 +360,7 @@ mod tests {
             c.mark_listed(7, t, [f("old"), f("new")]),
             "changes elsewhere do not matter"
         );
-        assert_eq!(c.entries(7).map(|e| e.len()), Some(2));
+        assert_eq!(c.entries(7).map(|e| e.0.len()), Some(2));
         let t = c.ticket();
         c.removed(7, OsStr::new("old"));
         assert!(!c.mark_listed(7, t, [f("old"), f("new")]));
@@ -297,7 +386,7 @@ mod tests {
     fn entries_come_in_name_order_and_memory_is_bounded() {
         let c = CompleteDirs::new(Duration::from_secs(60));
         c.mark(1, [f("c"), f("a"), f("b"), f("d")]);
-        let names: Vec<_> = c.entries(1).unwrap().into_iter().map(|e| e.0).collect();
+        let names: Vec<_> = c.entries(1).unwrap().0.into_iter().map(|e| e.0).collect();
         assert_eq!(names, ["a", "b", "c", "d"].map(OsString::from));
         c.mark(2, (0..MAX_NAMES + 1).map(|i| f(&i.to_string())));
         assert!(!c.is_known(2), "too large to keep");
