@@ -398,13 +398,60 @@ fn objects_written_through_the_api_appear_after_the_ttl() {
     block_on(async { put_object(&s3_client().await, &bucket, "third.txt", b"x".to_vec()).await });
     let start = Instant::now();
     for i in 0.. {
-        assert_eq!(errno_of(fs::metadata(m.path().join(format!("probe-{i}")))), libc::ENOENT);
+        assert_eq!(
+            errno_of(fs::metadata(m.path().join(format!("probe-{i}")))),
+            libc::ENOENT
+        );
         if names() == ["also.txt", "later.txt", "third.txt"] {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "a probed directory never listed the new name");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a probed directory never listed the new name"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
+    m.unmount();
+}
+
+/// A directory that exists only because keys live under it (no marker object) stays when its
+/// last entry is removed or moved away through the mount, as an empty local directory does;
+/// a directory known only by its s3fs `name_$folder$` marker can be removed and renamed.
+#[test]
+fn implicit_and_legacy_directories_behave_like_local_ones() {
+    let bucket = block_on(new_bucket("implicit"));
+    block_on(async {
+        let c = s3_client().await;
+        put_object(&c, &bucket, "data/2024/f.csv", b"1".to_vec()).await;
+        put_object(&c, &bucket, "top/sub/x", b"2".to_vec()).await;
+        put_object(&c, &bucket, "m/n/moved", b"3".to_vec()).await;
+        put_object(&c, &bucket, "logs_$folder$", Vec::new()).await;
+        put_object(&c, &bucket, "old_$folder$", Vec::new()).await;
+        put_object(&c, &bucket, "old/inside", b"4".to_vec()).await;
+    });
+    let m = Mount::mount(&bucket, &[]);
+    let root = m.path();
+    fs::remove_file(root.join("data/2024/f.csv")).unwrap();
+    fs::remove_file(root.join("top/sub/x")).unwrap();
+    fs::remove_dir(root.join("top/sub")).unwrap();
+    fs::rename(root.join("m/n/moved"), root.join("moved")).unwrap();
+    fs::remove_dir(root.join("logs")).unwrap();
+    fs::rename(root.join("old"), root.join("new")).unwrap();
+    let all = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    for k in ["data/2024/", "top/", "m/n/", "new/", "new/inside", "moved"] {
+        assert!(all.iter().any(|x| x == k), "{k} missing from {all:?}");
+    }
+    for k in ["logs_$folder$", "old_$folder$", "old/inside"] {
+        assert!(!all.iter().any(|x| x == k), "{k} left in {all:?}");
+    }
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let root = m.path();
+    assert_eq!(names_in(root), vec!["data", "m", "moved", "new", "top"]);
+    assert!(names_in(&root.join("data/2024")).is_empty());
+    assert!(names_in(&root.join("top")).is_empty());
+    assert!(names_in(&root.join("m/n")).is_empty());
+    assert_eq!(fs::read(root.join("new/inside")).unwrap(), b"4");
     m.unmount();
 }
 

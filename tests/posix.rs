@@ -387,7 +387,11 @@ fn changes_beside_an_open_reader_reach_the_bucket_at_once() {
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::truncate(cpath(&p).as_ptr(), 5) }, 0);
     let object = || block_on(async { get_object(&s3_client().await, &bucket, "f").await });
-    assert_eq!(object(), b"hello", "the truncate is in the bucket before any close");
+    assert_eq!(
+        object(),
+        b"hello",
+        "the truncate is in the bucket before any close"
+    );
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
     let h = block_on(head(&bucket, "f"));
     assert_eq!(
@@ -425,7 +429,10 @@ fn renaming_over_an_open_file_keeps_its_content_for_its_handles() {
     let mut rest = vec![0u8; old.len() - first.len()];
     halfway.read_exact_at(&mut rest, first.len() as u64).unwrap();
     first.extend_from_slice(&rest);
-    assert!(first == old, "a handle that had read half of b reads the rest of the old b");
+    assert!(
+        first == old,
+        "a handle that had read half of b reads the rest of the old b"
+    );
     let mut all = Vec::new();
     untouched.read_to_end(&mut all).unwrap();
     assert!(all == old, "a handle that had read nothing reads the old b");
@@ -449,8 +456,14 @@ fn keys_longer_than_s3_accepts_are_enametoolong() {
     let prefix = ["p", "q", "r"].map(|c| c.repeat(255)).join("/") + "/" + &"s".repeat(100);
     let m = Mount::mount(&format!("{bucket}:/{prefix}/"), &[]);
     // Keys here start with 869 bytes of prefix: a 155-byte name makes 1024, one more is too long.
-    assert_eq!(errno_of(fs::write(m.path().join("g".repeat(156)), b"x")), libc::ENAMETOOLONG);
-    assert_eq!(errno_of(fs::create_dir(m.path().join("d".repeat(255)))), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno_of(fs::write(m.path().join("g".repeat(156)), b"x")),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno_of(fs::create_dir(m.path().join("d".repeat(255)))),
+        libc::ENAMETOOLONG
+    );
     assert_eq!(
         errno_of(std::os::unix::fs::symlink("t", m.path().join("s".repeat(255)))),
         libc::ENAMETOOLONG

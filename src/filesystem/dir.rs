@@ -418,6 +418,7 @@ impl S3Filesystem {
         if page.objects.iter().any(|o| o.key != prefix) {
             return Err(Errno::ENOTEMPTY);
         }
+        self.keep_implicit_dir(parent).await?;
         if let Some(marker) = &node.state.dir_marker {
             self.store.delete(marker).await?;
         }
@@ -426,6 +427,8 @@ impl S3Filesystem {
         {
             self.store.delete(&prefix).await?;
         }
+        self.delete_legacy_marker(&path, node.state.dir_marker.as_deref())
+            .await?;
         self.table.unlink_child(parent, name);
         self.complete.removed(parent, name);
         self.complete.forget(node.ino);

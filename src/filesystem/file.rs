@@ -46,7 +46,9 @@ const STAGE_PARALLEL: usize = 4;
 
 /// An object returned fewer bytes than its known size while being staged (it changed meanwhile).
 fn short_read(key: &str, want: u64, got: usize) -> Errno {
-    tracing::error!("staging {key}: expected {want} bytes, the bucket returned {got}; the object changed meanwhile");
+    tracing::error!(
+        "staging {key}: expected {want} bytes, the bucket returned {got}; the object changed meanwhile"
+    );
     Errno::EIO
 }
 
@@ -861,6 +863,9 @@ impl S3Filesystem {
             return Err(Errno::EISDIR);
         }
         let path = self.table.path_of(node.ino).ok_or(Errno::ENOENT)?;
+        if !node.local_only {
+            self.keep_implicit_dir(parent).await?;
+        }
         // Open handles keep reading and writing their data after the name is gone: stage the
         // content before the object disappears, and keep the write state locked until the node
         // is unlinked so a concurrent flush cannot upload it again in between.

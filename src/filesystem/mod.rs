@@ -351,6 +351,29 @@ impl S3Filesystem {
         format!("{}{}", self.prefix, path)
     }
 
+    /// The s3fs `name_$folder$` marker of the directory at `path`, if a listing showed one.
+    fn legacy_marker(&self, path: &str) -> Option<String> {
+        lock(&self.legacy_dirs).contains(path).then(|| {
+            format!(
+                "{}{}",
+                self.key_for_path(path),
+                crate::namespace::names::FOLDER_SUFFIX
+            )
+        })
+    }
+
+    /// Deletes the directory at `path`'s s3fs `name_$folder$` marker, if a listing showed one
+    /// and it is not `marker` (deleted by the caller).
+    async fn delete_legacy_marker(&self, path: &str, marker: Option<&str>) -> FsResult<()> {
+        if let Some(legacy) = self.legacy_marker(path) {
+            if marker != Some(legacy.as_str()) {
+                self.store.delete(&legacy).await?;
+            }
+            lock(&self.legacy_dirs).remove(path);
+        }
+        Ok(())
+    }
+
     /// ENAMETOOLONG for a key of `len` bytes, which S3 would refuse (over 1024 bytes, the
     /// mount's prefix included), before anything is written under it.
     fn check_key_len(len: usize) -> FsResult<()> {
@@ -684,6 +707,20 @@ impl S3Filesystem {
                 a.ctime = now;
             }
         });
+    }
+
+    /// Before an entry leaves directory `dir`: if `dir` is implicit (no marker object; it
+    /// exists only because keys live under it), writes its marker, so it stays when its last
+    /// entry goes, as an empty directory on a local disk does. One PUT per such directory.
+    pub(super) async fn keep_implicit_dir(&self, dir: u64) -> FsResult<()> {
+        if dir == ROOT_INO {
+            return Ok(());
+        }
+        let node = self.node(dir)?;
+        if node.state.dir_marker.is_some() || node.local_only || !node.linked {
+            return Ok(());
+        }
+        self.persist_metadata(dir).await
     }
 
     /// Writes the node's attributes to its object (or creates the marker of an implicit

@@ -262,19 +262,24 @@ impl S3Filesystem {
             },
             None => resolve_key(&self.store, &self.pres, &key, self.mount_time).await?,
         };
-        let resolved = match resolved {
-            None if lock(&self.legacy_dirs).contains(path) => {
-                let marker = format!("{key}{}", crate::namespace::names::FOLDER_SUFFIX);
-                match self.store.head(&marker).await? {
-                    Some(_) => {
-                        let mut state = implicit_dir_state(&self.pres, self.mount_time);
-                        state.dir_marker = Some(marker);
-                        Some(state)
-                    }
-                    None => None,
-                }
+        let resolved = match (resolved, self.legacy_marker(path)) {
+            // Keys live under it and a listing showed its s3fs `name_$folder$` marker: that
+            // marker is the one rmdir and rename remove.
+            (Some(mut state), Some(marker))
+                if state.attr.kind == NodeKind::Dir && state.dir_marker.is_none() =>
+            {
+                state.dir_marker = Some(marker);
+                Some(state)
             }
-            other => other,
+            (None, Some(marker)) => match self.store.head(&marker).await? {
+                Some(_) => {
+                    let mut state = implicit_dir_state(&self.pres, self.mount_time);
+                    state.dir_marker = Some(marker);
+                    Some(state)
+                }
+                None => None,
+            },
+            (other, _) => other,
         };
         self.cache.put_observed(path, resolved.clone(), ticket);
         Ok(resolved)

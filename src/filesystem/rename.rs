@@ -73,6 +73,9 @@ impl S3Filesystem {
                 }
                 self.remove_empty_dir(d).await?;
             }
+            if parent != newparent {
+                self.keep_implicit_dir(parent).await?;
+            }
             self.move_tree(&src, &src_path, &dst_path).await?;
             self.table.rename(parent, name, newparent, newname);
         } else {
@@ -80,6 +83,9 @@ impl S3Filesystem {
                 if d.state.attr.kind == NodeKind::Dir {
                     return Err(Errno::EISDIR);
                 }
+            }
+            if parent != newparent && !src.local_only {
+                self.keep_implicit_dir(parent).await?;
             }
             // Hold the file's write state while it moves, so no flush uploads to the old name
             // between the move and the namespace change. The file it replaces, if open, keeps
@@ -261,6 +267,7 @@ impl S3Filesystem {
                 self.store.delete(m).await?;
             }
         }
+        self.delete_legacy_marker(src_path, marker.as_deref()).await?;
         Ok(())
     }
 }

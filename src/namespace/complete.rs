@@ -132,7 +132,11 @@ impl CompleteDirs {
     }
 
     fn mark_locked(inner: &mut Inner, dir: u64, names: BTreeMap<OsString, NodeKind>) -> Option<u64> {
-        let same = inner.dirs.get(&dir).filter(|k| k.names == names).map(|k| k.version);
+        let same = inner
+            .dirs
+            .get(&dir)
+            .filter(|k| k.names == names)
+            .map(|k| k.version);
         let kernel_copy = inner.kernel_copy.get(&dir).copied();
         inner.drop_dir(dir);
         inner.order.retain(|d| *d != dir);
@@ -326,22 +330,41 @@ mod tests {
         c.kernel_filled(1, v1);
         assert!(c.kernel_copy_current(1));
         let t = c.ticket();
-        assert_eq!(c.mark_listed_version(1, t, [f("a")]), Some(v1), "the same names again");
-        assert!(c.kernel_copy_current(1), "confirming the same names keeps the kernel's copy");
+        assert_eq!(
+            c.mark_listed_version(1, t, [f("a")]),
+            Some(v1),
+            "the same names again"
+        );
+        assert!(
+            c.kernel_copy_current(1),
+            "confirming the same names keeps the kernel's copy"
+        );
         let v2 = c.mark_listed_version(1, t, [f("a"), f("b")]).unwrap();
         assert_ne!(v2, v1);
-        assert!(!c.kernel_copy_current(1), "another client added b: the kernel's copy is stale");
+        assert!(
+            !c.kernel_copy_current(1),
+            "another client added b: the kernel's copy is stale"
+        );
         c.kernel_filled(1, v1);
-        assert!(!c.kernel_copy_current(1), "a listing of old contents fills nothing");
+        assert!(
+            !c.kernel_copy_current(1),
+            "a listing of old contents fills nothing"
+        );
         c.kernel_filled(1, v2);
         assert!(c.kernel_copy_current(1));
         c.removed(1, OsStr::new("zzz"));
-        assert!(c.kernel_copy_current(1), "removing a name that is not there changes nothing");
+        assert!(
+            c.kernel_copy_current(1),
+            "removing a name that is not there changes nothing"
+        );
         c.added(1, OsStr::new("c"), NodeKind::File);
         assert!(!c.kernel_copy_current(1));
         c.forget(1);
         c.mark(1, [f("a"), f("b"), f("c")]);
-        assert!(!c.kernel_copy_current(1), "forgotten knowledge forgets the kernel's copy");
+        assert!(
+            !c.kernel_copy_current(1),
+            "forgotten knowledge forgets the kernel's copy"
+        );
     }
 
     #[test]

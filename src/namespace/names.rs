@@ -53,7 +53,7 @@ pub struct ListedEntry {
     /// Kind as far as the listing tells (a file whose metadata says "directory" shows as a file
     /// here; lookup corrects it).
     pub kind: NodeKind,
-    /// Known only from an s3fs `name_$folder$` marker.
+    /// An s3fs `name_$folder$` marker of this name exists (alone, or beside keys under it).
     pub legacy_marker: bool,
 }
 
@@ -105,9 +105,17 @@ pub fn entries_from_page(prefix: &str, page: &ListPage, seen: &mut HashSet<OsStr
             warn_once(&o.key, "its name is empty, '.', '..' or longer than 255 bytes");
         }
     }
-    // A real prefix beats a legacy marker of the same name.
+    // One entry per name, flagged if a legacy marker of that name exists (beside a prefix, it
+    // is the marker rmdir and rename must remove).
     dirs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    dirs.dedup_by(|a, b| a.0 == b.0);
+    dirs.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            kept.1 |= later.1;
+            true
+        } else {
+            false
+        }
+    });
     let dir_set: HashSet<&str> = dirs.iter().map(|d| d.0.as_str()).collect();
     let mut out = Vec::with_capacity(dirs.len() + files.len());
     for (name, kind) in files {
@@ -183,6 +191,7 @@ mod tests {
                 "d/a.txt",
                 "d/clash",
                 "d/legacy_$folder$",
+                "d/sub_$folder$",
                 "d/.",
                 long.as_str(),
             ],
@@ -198,6 +207,16 @@ mod tests {
                 ("legacy".into(), NodeKind::Dir),
                 ("sub".into(), NodeKind::Dir),
             ]
+        );
+        let legacy: Vec<_> = e
+            .iter()
+            .filter(|x| x.legacy_marker)
+            .map(|x| x.name.clone())
+            .collect();
+        assert_eq!(
+            legacy,
+            ["legacy", "sub"],
+            "a legacy marker beside a prefix is kept in mind"
         );
         // A second page repeating a name does not list it twice.
         let e2 = entries_from_page("d/", &page(&["d/a.txt"], &[]), &mut seen);
