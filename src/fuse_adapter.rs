@@ -524,7 +524,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let start = Instant::now();
-        let now = self.fs.write_now(fh.0, offset, data);
+        let pid = req.pid();
+        let now = self.fs.write_now(fh.0, offset, data, pid);
         let Some(reply) = self.answer_now("write", start, now, reply, |r, n, _| r.written(n)) else {
             return;
         };
@@ -533,7 +534,7 @@ impl Filesystem for FuseAdapter {
             req,
             "write",
             reply,
-            move |fs| async move { fs.write(fh.0, offset, data).await },
+            move |fs| async move { fs.write(fh.0, offset, data, pid).await },
             |r, n, _| r.written(n),
         );
     }

@@ -698,6 +698,38 @@ fn failed_upload_is_reported_by_fsync_and_close() {
     let err = std::io::Error::last_os_error();
     assert_eq!(rc, -1, "close() must fail when the upload failed");
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    // A child that writes to a descriptor it inherited and closes it learns of the failure
+    // too, whether or not the opener closed its copy first.
+    let c = fs::File::create(m.path().join("c.bin")).unwrap().into_raw_fd();
+    // SAFETY: the child only makes async-signal-safe calls (write, close, _exit).
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+    if child == 0 {
+        // SAFETY: c is open in the child; the buffer outlives the call.
+        unsafe {
+            let msg = b"from the child";
+            let wrote = libc::write(c, msg.as_ptr().cast(), msg.len());
+            let rc = libc::close(c);
+            let code = if wrote != msg.len() as isize {
+                2
+            } else if rc == -1 && *libc::__errno_location() == libc::EIO {
+                0
+            } else {
+                1
+            };
+            libc::_exit(code);
+        }
+    }
+    // SAFETY: the parent's copy of c; its close may report the failed upload of the empty file.
+    unsafe { libc::close(c) };
+    let mut status = 0;
+    // SAFETY: child is our child process.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's close must fail with EIO (exit code {} means: 1 close succeeded, 2 write failed)",
+        libc::WEXITSTATUS(status)
+    );
     drop(a);
     drop(m);
 }

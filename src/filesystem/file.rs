@@ -67,6 +67,9 @@ pub struct FileHandle {
     pub opener: u32,
     /// The thread that opened it (a close from that thread needs no /proc lookup).
     pub opener_thread: u32,
+    /// The thread that wrote through it last: its close uploads (and reports a failure), even
+    /// when it is not the opener (a child writing to a descriptor it inherited).
+    pub last_writer: std::sync::atomic::AtomicU32,
     /// Range reader, created on the first read from the bucket.
     pub reader: tokio::sync::Mutex<Option<ObjectReader>>,
 }
@@ -136,10 +139,15 @@ impl S3Filesystem {
         lock(&self.files).get(&ino).map(|e| e.1.clone())
     }
 
-    /// Drops every handle's range reader, so the next read starts over at the object's
-    /// current key (after a rename moved it).
-    pub(super) async fn reset_readers(&self) {
-        let handles: Vec<Arc<FileHandle>> = lock(&self.file_handles).values().cloned().collect();
+    /// Drops the range reader of every handle of `ino` (every handle when `None`, after a
+    /// directory moved), so the next read starts over at the object's current key (after a
+    /// rename moved it). A read holding a reader meanwhile retries at the new key on a 404.
+    pub(super) async fn reset_readers(&self, ino: Option<u64>) {
+        let handles: Vec<Arc<FileHandle>> = lock(&self.file_handles)
+            .values()
+            .filter(|h| ino.is_none_or(|i| h.ino == i))
+            .cloned()
+            .collect();
         for h in handles {
             *h.reader.lock().await = None;
         }
@@ -166,6 +174,7 @@ impl S3Filesystem {
             writable,
             opener: process_of(opener),
             opener_thread: opener,
+            last_writer: std::sync::atomic::AtomicU32::new(opener),
             reader: tokio::sync::Mutex::new(None),
         });
         lock(&self.file_handles).insert(fh, handle);
@@ -420,32 +429,45 @@ impl S3Filesystem {
             }
         }
         let mut reader = handle.reader.lock().await;
-        if reader.is_none() {
-            let node = self.node(ino)?;
-            if node.local_only {
-                return Ok(Bytes::new());
+        // A reader made before this mount renamed the file may still use the old key: on a
+        // 404 it starts over once at the file's current key.
+        for fresh in [false, true] {
+            if reader.is_none() {
+                let node = self.node(ino)?;
+                if node.local_only {
+                    return Ok(Bytes::new());
+                }
+                let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+                *reader = Some(ObjectReader::new(
+                    self.store.clone(),
+                    self.read_budget.clone(),
+                    self.key_for_path(&path),
+                    node.state.attr.size,
+                    self.cfg.parallel,
+                ));
             }
-            let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
-            *reader = Some(ObjectReader::new(
-                self.store.clone(),
-                self.read_budget.clone(),
-                self.key_for_path(&path),
-                node.state.attr.size,
-                self.cfg.parallel,
-            ));
+            let Some(r) = reader.as_mut() else {
+                return Err(Errno::EIO);
+            };
+            match r.read(offset, size).await {
+                Err(e) if e.is_not_found() && !fresh && self.table.path_of(ino).is_some() => {
+                    *reader = None;
+                }
+                other => return Ok(other?),
+            }
         }
-        match reader.as_mut() {
-            Some(r) => Ok(r.read(offset, size).await?),
-            None => Err(Errno::EIO),
-        }
+        Err(Errno::ENOENT)
     }
 
     /// `write`: into the staging area; returns the bytes written.
-    pub async fn write(&self, fh: u64, offset: u64, bytes: Vec<u8>) -> FsResult<u32> {
+    pub async fn write(&self, fh: u64, offset: u64, bytes: Vec<u8>, pid: u32) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         if !handle.writable {
             return Err(Errno::EBADF);
         }
+        handle
+            .last_writer
+            .store(pid, std::sync::atomic::Ordering::Relaxed);
         let ino = handle.ino;
         let data = self.files_entry(ino).ok_or(Errno::EBADF)?;
         let mut d = data.lock().await;
@@ -486,12 +508,15 @@ impl S3Filesystem {
     /// `None` sends the caller to [`Self::write`]: content not staged yet or spilled to disk
     /// otherwise, a write that starts the streamed upload or completes one of its parts, or
     /// the write state busy.
-    pub fn write_now(&self, fh: u64, offset: u64, bytes: &[u8]) -> Option<FsResult<u32>> {
+    pub fn write_now(&self, fh: u64, offset: u64, bytes: &[u8], pid: u32) -> Option<FsResult<u32>> {
         let handle = match self.handle(fh) {
             Ok(h) if h.writable => h,
             Ok(_) => return Some(Err(Errno::EBADF)),
             Err(e) => return Some(Err(e)),
         };
+        handle
+            .last_writer
+            .store(pid, std::sync::atomic::Ordering::Relaxed);
         let data = self.files_entry(handle.ino)?;
         let mut d = data.try_lock().ok()?;
         let end = offset.checked_add(bytes.len() as u64)?;
@@ -769,16 +794,19 @@ impl S3Filesystem {
     }
 
     /// `flush` (every close of a file descriptor): uploads changed data when the process that
-    /// opened the file closes it. A flush from another process is a descriptor it inherited
-    /// being closed, most often by exec in a child the writer forked: uploading then would
-    /// publish a half-written file, so that data goes up at the writer's own close or at the
-    /// final release.
+    /// opened the file, or the thread that wrote last, closes it. A flush from another process
+    /// that did not write is a descriptor it inherited being closed, most often by exec in a
+    /// child the writer forked: uploading then would publish a half-written file, so that data
+    /// goes up at the writer's own close or at the final release.
     pub async fn flush(&self, fh: u64, pid: u32) -> FsResult<()> {
         let handle = self.handle(fh)?;
         if !handle.writable {
             return Ok(());
         }
-        if pid != handle.opener_thread && process_of(pid) != handle.opener {
+        if pid != handle.opener_thread
+            && pid != handle.last_writer.load(std::sync::atomic::Ordering::Relaxed)
+            && process_of(pid) != handle.opener
+        {
             tracing::trace!(
                 fh,
                 pid,

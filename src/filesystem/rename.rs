@@ -125,12 +125,18 @@ impl S3Filesystem {
         self.complete.added(newparent, newname, src.state.attr.kind);
         let now = std::time::SystemTime::now();
         self.table.update(src.ino, |n| n.state.attr.ctime = now);
-        self.cache.invalidate_tree(&src_path);
-        self.cache.invalidate_tree(&dst_path);
+        if src.state.attr.kind == NodeKind::Dir {
+            self.cache.invalidate_tree(&src_path);
+            self.cache.invalidate_tree(&dst_path);
+        } else {
+            // Nothing lives below a file: no scan of the whole cache per renamed file.
+            self.cache.invalidate(&dst_path);
+        }
         self.cache.put_absent(&src_path);
         self.touch_dir(parent);
         self.touch_dir(newparent);
-        self.reset_readers().await;
+        let moved = (src.state.attr.kind != NodeKind::Dir).then_some(src.ino);
+        self.reset_readers(moved).await;
         Ok(())
     }
 
