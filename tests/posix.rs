@@ -131,6 +131,56 @@ fn rename_of_files_follows_posix_and_the_new_extension() {
     m.unmount();
 }
 
+/// Names read through a directory stream, with `.` and `..` left out.
+fn read_stream(dir: *mut libc::DIR) -> Vec<String> {
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: dir is an open stream; the entry is valid until the next readdir.
+        let e = unsafe { libc::readdir(dir) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated.
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+        let name = name.to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// A directory stream opened before its directory was renamed reads the directory's entries
+/// (as on a local disk, where it follows the inode), and leaves the mount's idea of the
+/// renamed directory intact.
+#[test]
+fn a_directory_stream_follows_its_directory_through_a_rename() {
+    let bucket = block_on(new_bucket("dirstream"));
+    block_on(async {
+        let c = s3_client().await;
+        put_object(&c, &bucket, "d/f1", b"1".to_vec()).await;
+        put_object(&c, &bucket, "d/f2", b"2".to_vec()).await;
+    });
+    let m = Mount::mount(&bucket, &[]);
+    let (d, e) = (m.path().join("d"), m.path().join("e"));
+    // SAFETY: a valid NUL-terminated path.
+    let stream = unsafe { libc::opendir(cpath(&d).as_ptr()) };
+    assert!(!stream.is_null(), "opendir: {}", std::io::Error::last_os_error());
+    fs::rename(&d, &e).unwrap();
+    assert_eq!(read_stream(stream), ["f1", "f2"]);
+    // SAFETY: stream is open.
+    unsafe { libc::closedir(stream) };
+    assert_eq!(fs::read(e.join("f1")).unwrap(), b"1");
+    let mut names: Vec<String> = fs::read_dir(&e)
+        .unwrap()
+        .map(|x| x.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["f1", "f2"]);
+    m.unmount();
+}
+
 #[test]
 fn rename_of_directories_moves_the_tree() {
     let bucket = block_on(new_bucket("renamedir"));

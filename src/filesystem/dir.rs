@@ -164,6 +164,16 @@ impl S3Filesystem {
     /// Fetches the next listing page into the handle, or all entries from memory when the
     /// directory's contents are known (see [`crate::namespace::complete`]).
     async fn fetch_page(&self, h: &mut DirHandle) -> FsResult<()> {
+        // The directory was renamed since the handle was opened: list its new prefix. Names
+        // already returned are not returned again, and the listing is not trusted as complete.
+        if let Some(now) = self.table.path_of(h.ino).filter(|p| *p != h.path) {
+            h.path = now;
+            h.token = None;
+            h.ticket = None;
+            if let Some(p) = h.next_page.take() {
+                p.abort();
+            }
+        }
         if !h.started {
             if !self.complete.is_known(h.ino) {
                 self.adopt_subtree_listing(h.ino, &h.path);

@@ -78,6 +78,7 @@ impl S3Filesystem {
             }
             self.move_tree(&src, &src_path, &dst_path).await?;
             self.table.rename(parent, name, newparent, newname);
+            self.complete.moved(src.ino);
         } else {
             if let Some(d) = &dst {
                 if d.state.attr.kind == NodeKind::Dir {

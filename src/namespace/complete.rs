@@ -208,6 +208,11 @@ impl CompleteDirs {
         }
     }
 
+    /// `dir` itself moved: a listing of it running now may have read its old place.
+    pub fn moved(&self, dir: u64) {
+        self.lock().record_change(dir);
+    }
+
     /// `name` (of `kind`) now exists in `dir`.
     pub fn added(&self, dir: u64, name: &OsStr, kind: NodeKind) {
         let mut inner = self.lock();
