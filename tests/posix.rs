@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
+use futures::stream::{self, StreamExt};
 use rand::{Rng, SeedableRng};
 
 fn cpath(p: &Path) -> CString {
@@ -178,6 +179,51 @@ fn a_directory_stream_follows_its_directory_through_a_rename() {
         .collect();
     names.sort();
     assert_eq!(names, ["f1", "f2"]);
+    m.unmount();
+}
+
+/// A file closed while its directory is being renamed lands under the new name: its upload
+/// waits for the move (a close in the middle of the copies used to write to the old prefix,
+/// which then came back with only that file in it).
+#[test]
+fn a_file_closed_during_a_directory_rename_lands_under_the_new_name() {
+    let bucket = block_on(new_bucket("closemove"));
+    block_on(async {
+        let c = s3_client().await;
+        stream::iter(0..1500)
+            .for_each_concurrent(32, |i| {
+                let (c, bucket) = (c.clone(), bucket.clone());
+                async move { put_object(&c, &bucket, &format!("d/f{i:04}"), b"x".to_vec()).await }
+            })
+            .await;
+    });
+    let m = Mount::mount(&bucket, &[]);
+    let (d, e) = (m.path().join("d"), m.path().join("e"));
+    let mut open = fs::File::create(d.join("late")).unwrap();
+    open.write_all(b"written before the move").unwrap();
+    let mover = std::thread::spawn(move || fs::rename(&d, &e));
+    // Close once the copies have started.
+    let start = std::time::Instant::now();
+    while keys(&bucket, "e/").is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the move never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    open.write_all(b", closed during it").unwrap();
+    drop(open);
+    mover.join().unwrap().unwrap();
+    let all = keys(&bucket, "");
+    assert!(
+        all.iter().all(|k| k.starts_with("e/")),
+        "left under the old name: {:?}",
+        all.iter().filter(|k| !k.starts_with("e/")).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "e/late").await }),
+        b"written before the move, closed during it"
+    );
     m.unmount();
 }
 

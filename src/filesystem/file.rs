@@ -121,6 +121,19 @@ impl S3Filesystem {
         }
     }
 
+    /// Write states of the files open under the directory at `path`, in inode order (the
+    /// order every caller that holds more than one takes them in).
+    pub(super) fn open_files_under(&self, path: &str) -> Vec<Arc<tokio::sync::Mutex<FileData>>> {
+        let below = format!("{path}/");
+        let mut inos: Vec<u64> = lock(&self.file_handles).values().map(|h| h.ino).collect();
+        inos.sort_unstable();
+        inos.dedup();
+        inos.into_iter()
+            .filter(|ino| self.table.path_of(*ino).is_some_and(|p| p.starts_with(&below)))
+            .filter_map(|ino| self.files_entry(ino))
+            .collect()
+    }
+
     /// Number of references on the write state of `ino`.
     fn file_data_refs(&self, ino: u64) -> usize {
         lock(&self.files).get(&ino).map_or(0, |e| e.0)

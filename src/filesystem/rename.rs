@@ -76,8 +76,16 @@ impl S3Filesystem {
             if parent != newparent {
                 self.keep_implicit_dir(parent).await?;
             }
+            // Files open inside wait with their uploads until the tree has moved, then upload
+            // under the new name (a close meanwhile would write to the old prefix).
+            let open_inside = self.open_files_under(&src_path);
+            let mut held = Vec::with_capacity(open_inside.len());
+            for data in &open_inside {
+                held.push(data.lock().await);
+            }
             self.move_tree(&src, &src_path, &dst_path).await?;
             self.table.rename(parent, name, newparent, newname);
+            drop(held);
             self.complete.moved(src.ino);
         } else {
             if let Some(d) = &dst {
