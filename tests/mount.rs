@@ -27,15 +27,6 @@ async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::He
     }
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -377,14 +368,7 @@ fn objects_written_through_the_api_appear_after_the_ttl() {
     assert_eq!(fs::read(&p).unwrap(), b"version two");
     // Listings are remembered for the TTL too; a name added through the API shows up in
     // readdir once it expires.
-    let names = || -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(m.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    };
+    let names = || names_in(m.path());
     assert_eq!(names(), ["later.txt"]);
     block_on(async { put_object(&s3_client().await, &bucket, "also.txt", b"x".to_vec()).await });
     let start = Instant::now();

@@ -173,12 +173,7 @@ fn a_directory_stream_follows_its_directory_through_a_rename() {
     // SAFETY: stream is open.
     unsafe { libc::closedir(stream) };
     assert_eq!(fs::read(e.join("f1")).unwrap(), b"1");
-    let mut names: Vec<String> = fs::read_dir(&e)
-        .unwrap()
-        .map(|x| x.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["f1", "f2"]);
+    assert_eq!(names_in(&e), ["f1", "f2"]);
     m.unmount();
 }
 

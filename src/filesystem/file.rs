@@ -81,8 +81,8 @@ impl S3Filesystem {
     fn acquire_file_data(&self, ino: u64) -> Arc<tokio::sync::Mutex<FileData>> {
         let mut files = lock(&self.files);
         let entry = files.entry(ino).or_default();
-        entry.0 += 1;
-        entry.1.clone()
+        entry.refs += 1;
+        entry.data.clone()
     }
 
     /// Drops a reference taken with [`Self::acquire_file_data`]; the last one removes the state.
@@ -104,8 +104,8 @@ impl S3Filesystem {
         let last = {
             let mut files = lock(&self.files);
             match files.get_mut(&ino) {
-                Some(entry) if entry.0 > 1 => {
-                    entry.0 -= 1;
+                Some(entry) if entry.refs > 1 => {
+                    entry.refs -= 1;
                     false
                 }
                 Some(_) => files.remove(&ino).is_some(),
@@ -121,35 +121,57 @@ impl S3Filesystem {
         }
     }
 
-    /// Write states of the files open under the directory at `path`, in inode order (the
-    /// order every caller that holds more than one takes them in).
-    pub(super) fn open_files_under(&self, path: &str) -> Vec<Arc<tokio::sync::Mutex<FileData>>> {
+    /// Inodes of the files open under the directory at `path`.
+    pub(super) fn open_files_under(&self, path: &str) -> Vec<u64> {
         let below = format!("{path}/");
-        let mut inos: Vec<u64> = lock(&self.file_handles).values().map(|h| h.ino).collect();
-        inos.sort_unstable();
-        inos.dedup();
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
         inos.into_iter()
             .filter(|ino| self.table.path_of(*ino).is_some_and(|p| p.starts_with(&below)))
-            .filter_map(|ino| self.files_entry(ino))
             .collect()
+    }
+
+    /// Locks the write states of those of `inos` that have one, in inode order: every caller
+    /// that holds more than one takes them in that order, so two never wait on each other.
+    pub(super) async fn lock_write_states(
+        &self,
+        mut inos: Vec<u64>,
+    ) -> Vec<(u64, tokio::sync::OwnedMutexGuard<FileData>)> {
+        inos.sort_unstable();
+        inos.dedup();
+        let mut held = Vec::with_capacity(inos.len());
+        for ino in inos {
+            if let Some(data) = self.files_entry(ino) {
+                held.push((ino, data.lock_owned().await));
+            }
+        }
+        held
     }
 
     /// Number of references on the write state of `ino`.
     fn file_data_refs(&self, ino: u64) -> usize {
-        lock(&self.files).get(&ino).map_or(0, |e| e.0)
+        lock(&self.files).get(&ino).map_or(0, |e| e.refs)
     }
 
     /// Whether a handle open for writing holds `ino`: only then may a change to the file wait
     /// for a close to reach the bucket (a handle that only reads never uploads).
     pub(super) fn has_writer(&self, ino: u64) -> bool {
-        lock(&self.file_handles)
-            .values()
-            .any(|h| h.ino == ino && h.writable)
+        lock(&self.files).get(&ino).is_some_and(|e| e.writers > 0)
+    }
+
+    /// Forgets the handle `fh` (a release): it no longer counts as a writer of its inode.
+    fn remove_handle(&self, fh: u64) -> Option<Arc<FileHandle>> {
+        let handle = lock(&self.file_handles).remove(&fh)?;
+        if handle.writable {
+            if let Some(e) = lock(&self.files).get_mut(&handle.ino) {
+                e.writers = e.writers.saturating_sub(1);
+            }
+        }
+        Some(handle)
     }
 
     /// The write state of `ino`, if any handle has it open.
     pub(super) fn files_entry(&self, ino: u64) -> Option<Arc<tokio::sync::Mutex<FileData>>> {
-        lock(&self.files).get(&ino).map(|e| e.1.clone())
+        lock(&self.files).get(&ino).map(|e| e.data.clone())
     }
 
     /// Drops the range reader of every handle of `ino` (every handle when `None`, after a
@@ -191,6 +213,11 @@ impl S3Filesystem {
             reader: tokio::sync::Mutex::new(None),
         });
         lock(&self.file_handles).insert(fh, handle);
+        if writable {
+            if let Some(e) = lock(&self.files).get_mut(&ino) {
+                e.writers += 1;
+            }
+        }
         self.table.open(ino);
         fh
     }
@@ -857,7 +884,7 @@ impl S3Filesystem {
 
     /// `release`: the last reference to a handle is gone.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
-        let handle = lock(&self.file_handles).remove(&fh).ok_or(Errno::EBADF)?;
+        let handle = self.remove_handle(fh).ok_or(Errno::EBADF)?;
         let ino = handle.ino;
         let mut result = Ok(());
         // The last handle uploads what is still staged and changed, even one that only read
@@ -889,7 +916,7 @@ impl S3Filesystem {
         {
             return None;
         }
-        lock(&self.file_handles).remove(&fh);
+        self.remove_handle(fh);
         self.drop_file_data_ref(handle.ino, guard.as_deref_mut());
         drop(guard);
         self.table.close(handle.ino);

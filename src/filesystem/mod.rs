@@ -202,8 +202,15 @@ pub struct FsStats {
     pub namelen: u32,
 }
 
-/// A counted reference to an inode's write state (open handles plus one-off changes).
-type FileDataRef = (usize, Arc<tokio::sync::Mutex<FileData>>);
+/// A counted reference to an inode's write state.
+#[derive(Default)]
+struct FileDataRef {
+    /// Open handles plus one-off changes holding the state.
+    refs: usize,
+    /// Of those, handles open for writing (only they upload at a close).
+    writers: usize,
+    data: Arc<tokio::sync::Mutex<FileData>>,
+}
 
 /// The mounted bucket.
 pub struct S3Filesystem {
@@ -378,6 +385,9 @@ impl S3Filesystem {
     /// mount's prefix included), before anything is written under it.
     fn check_key_len(len: usize) -> FsResult<()> {
         if len > MAX_KEY_LEN {
+            tracing::warn!(
+                "refusing a name whose S3 key would be {len} bytes: S3 allows {MAX_KEY_LEN} (the mount's prefix counts); use a shorter name or a shorter path"
+            );
             Err(Errno::ENAMETOOLONG)
         } else {
             Ok(())
@@ -874,7 +884,7 @@ impl S3Filesystem {
     /// Gauges for the metrics endpoint: dirty bytes waiting for upload, inodes, open handles.
     pub fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {
         let entries: Vec<Arc<tokio::sync::Mutex<FileData>>> =
-            lock(&self.files).values().map(|e| e.1.clone()).collect();
+            lock(&self.files).values().map(|e| e.data.clone()).collect();
         let mut dirty = 0u64;
         let mut busy = 0u64;
         for e in entries {

@@ -78,11 +78,7 @@ impl S3Filesystem {
             }
             // Files open inside wait with their uploads until the tree has moved, then upload
             // under the new name (a close meanwhile would write to the old prefix).
-            let open_inside = self.open_files_under(&src_path);
-            let mut held = Vec::with_capacity(open_inside.len());
-            for data in &open_inside {
-                held.push(data.lock().await);
-            }
+            let held = self.lock_write_states(self.open_files_under(&src_path)).await;
             self.move_tree(&src, &src_path, &dst_path).await?;
             self.table.rename(parent, name, newparent, newname);
             drop(held);
@@ -99,36 +95,28 @@ impl S3Filesystem {
             // Hold the file's write state while it moves, so no flush uploads to the old name
             // between the move and the namespace change. The file it replaces, if open, keeps
             // its content for its handles (staged, as unlink does) and is held too, so none of
-            // them uploads over the moved file; both are locked in inode order.
-            let data = self.files_entry(src.ino);
-            let replaced = dst.as_ref().and_then(|d| Some((d.ino, self.files_entry(d.ino)?)));
-            let (mut guard, mut replaced_guard) = match (&data, &replaced) {
-                (Some(s), Some((dino, d))) if *dino < src.ino => {
-                    let d = d.lock().await;
-                    (Some(s.lock().await), Some(d))
+            // them uploads over the moved file.
+            let mut held = self
+                .lock_write_states(
+                    std::iter::once(src.ino)
+                        .chain(dst.as_ref().map(|d| d.ino))
+                        .collect(),
+                )
+                .await;
+            let mut moving = None;
+            for (ino, d) in held.iter_mut() {
+                if *ino == src.ino {
+                    moving = Some(&mut **d);
+                } else {
+                    self.ensure_staged(*ino, d).await?;
+                    self.abort_stream(d).await;
+                    d.sequential = false;
                 }
-                (s, d) => {
-                    let s = match s {
-                        Some(s) => Some(s.lock().await),
-                        None => None,
-                    };
-                    let d = match d {
-                        Some((_, d)) => Some(d.lock().await),
-                        None => None,
-                    };
-                    (s, d)
-                }
-            };
-            if let (Some((dino, _)), Some(d)) = (&replaced, replaced_guard.as_deref_mut()) {
-                self.ensure_staged(*dino, d).await?;
-                self.abort_stream(d).await;
-                d.sequential = false;
             }
-            self.move_file(&src, &src_path, &dst_path, newname_str, guard.as_deref_mut())
+            self.move_file(&src, &src_path, &dst_path, newname_str, moving)
                 .await?;
             self.table.rename(parent, name, newparent, newname);
-            drop(replaced_guard);
-            drop(guard);
+            drop(held);
         }
         self.complete.removed(parent, name);
         self.complete.added(newparent, newname, src.state.attr.kind);
