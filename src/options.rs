@@ -152,6 +152,10 @@ pub struct MountOptions {
     pub multipart_size: u64,
     /// Parts uploaded or ranges fetched at once per file (`parallel_count=`).
     pub parallel_count: usize,
+    /// Largest object copied with one CopyObject, in bytes (`singlepart_copy_limit=` MiB, as
+    /// s3fs); larger ones are copied in parts. `None`: the server's limit (5 GiB, 1 GiB on
+    /// Alibaba OSS).
+    pub singlepart_copy_limit: Option<u64>,
     /// Bytes of a file staged in memory before spilling to `cache_dir` (`max_dirty_memory=` MiB).
     pub memory_staging_limit: u64,
     /// Attempts per request before an error is returned (`retries=`).
@@ -214,6 +218,7 @@ impl Default for MountOptions {
             dir_mode: 0o750,
             multipart_size: 10 * 1024 * 1024,
             parallel_count: 5,
+            singlepart_copy_limit: None,
             memory_staging_limit: 8 * 1024 * 1024,
             retries: 5,
             connect_timeout: Duration::from_secs(10),
@@ -281,6 +286,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "max_dirty_memory", value: "MIB", help: "bytes of one file staged in memory before spilling to cache_dir (default 8)" },
     OptionDoc { name: "multipart_size", value: "MIB", help: "part size of multipart uploads (default 10, min 5)" },
     OptionDoc { name: "parallel_count", value: "N", help: "parts uploaded at once per file (default 5)" },
+    OptionDoc { name: "singlepart_copy_limit", value: "MIB", help: "largest object a rename or attribute change copies with one CopyObject; larger ones are copied in parts (default 5120, the S3 limit; 1024 on Alibaba OSS endpoints)" },
     OptionDoc { name: "retries", value: "N", help: "attempts per S3 request (default 5)" },
     OptionDoc { name: "connect_timeout", value: "SECS", help: "TCP connect timeout (default 10)" },
     OptionDoc { name: "readwrite_timeout", value: "SECS", help: "timeout of one request attempt (default 120)" },
@@ -492,6 +498,15 @@ impl MountOptions {
                     )));
                 }
                 self.multipart_size = mib * 1024 * 1024;
+            }
+            "singlepart_copy_limit" => {
+                let mib = parse_u64(name, require_value(name, value)?)?;
+                if !(5..=5 * 1024).contains(&mib) {
+                    return Err(OptionError::new(format!(
+                        "option 'singlepart_copy_limit={mib}': S3 copies one object of 5 to 5120 MiB at most"
+                    )));
+                }
+                self.singlepart_copy_limit = Some(mib * 1024 * 1024);
             }
             "parallel_count" => {
                 let n = parse_u64(name, require_value(name, value)?)?;
@@ -727,6 +742,7 @@ mod tests {
             ("url", "needs a value"),
             ("ro=1", "takes no value"),
             ("multipart_size=1", "5 to 5120"),
+            ("singlepart_copy_limit=6000", "5 to 5120"),
             ("dbglevel=loud", "dbglevel=loud"),
             ("retries=0", "retries=0"),
         ] {

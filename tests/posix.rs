@@ -502,6 +502,93 @@ fn changes_beside_an_open_reader_reach_the_bucket_at_once() {
     m.unmount();
 }
 
+/// Objects past `singlepart_copy_limit` (5 GiB on S3, 1 GiB on OSS; 5 MiB here) are copied in
+/// parts by every operation that copies: chmod and xattrs rewrite the metadata in place, a file
+/// or directory rename moves them, a streamed file gets its final attributes; a copy whose
+/// source changed meanwhile is not made from the stale object, and no upload is left behind.
+#[test]
+fn objects_past_the_single_copy_limit_are_copied_in_parts() {
+    let bucket = block_on(new_bucket("bigcopy"));
+    let big = pattern(12 << 20, 7);
+    block_on(async {
+        let c = s3_client().await;
+        put_object(&c, &bucket, "big", big.clone()).await;
+        put_object(&c, &bucket, "small", b"tiny".to_vec()).await;
+    });
+    let m = Mount::mount(&bucket, &["singlepart_copy_limit=5", "multipart_size=5"]);
+    let p = m.path();
+    let etag = |key: &str| {
+        block_on(head(&bucket, key))
+            .e_tag()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mode = |key: &str| {
+        let h = block_on(head(&bucket, key));
+        h.metadata().and_then(|m| m.get("mode")).cloned()
+    };
+    let object = |key: &str| block_on(async { get_object(&s3_client().await, &bucket, key).await });
+    assert!(!etag("big").contains('-'), "put whole: {}", etag("big"));
+
+    // 12 MiB in parts of 5: three UploadPartCopy, so the ETag is a multipart one.
+    fs::set_permissions(p.join("big"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        etag("big").ends_with("-3\""),
+        "chmod copied in parts: {}",
+        etag("big")
+    );
+    assert_eq!(mode("big").as_deref(), Some("33152"));
+    assert!(object("big") == big, "content kept by the chmod");
+    fs::set_permissions(p.join("small"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!etag("small").contains('-'), "a small object is copied whole");
+
+    setxattr(&p.join("big"), "user.origin", b"camera", 0).unwrap();
+    assert!(object("big") == big, "content kept by the setxattr");
+    assert_eq!(getxattr(&p.join("big"), "user.origin").unwrap(), b"camera");
+
+    // Changed by another client after this mount read its ETag (and grown, so a copy of the
+    // old length would cut it): the copy is refused by the server and redone from the current
+    // object, whose content stays.
+    let newer = pattern(13 << 20, 8);
+    block_on(async { put_object(&s3_client().await, &bucket, "big", newer.clone()).await });
+    fs::set_permissions(p.join("big"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(object("big") == newer, "the newer content survives the chmod");
+    assert_eq!(
+        fs::metadata(p.join("big")).unwrap().len(),
+        13 << 20,
+        "and its size shows"
+    );
+    assert_eq!(mode("big").as_deref(), Some("33184"));
+
+    // Renames of the file and of a directory holding it.
+    fs::rename(p.join("big"), p.join("big2")).unwrap();
+    assert!(
+        etag("big2").ends_with("-3\""),
+        "rename copied in parts: {}",
+        etag("big2")
+    );
+    assert_eq!(mode("big2").as_deref(), Some("33184"));
+    fs::create_dir(p.join("d")).unwrap();
+    fs::rename(p.join("big2"), p.join("d/big")).unwrap();
+    fs::rename(p.join("d"), p.join("e")).unwrap();
+    assert_eq!(keys(&bucket, ""), vec!["e/", "e/big", "small"]);
+    assert!(object("e/big") == newer, "content moved with the directory");
+    assert_eq!(mode("e/big").as_deref(), Some("33184"));
+
+    // A file written in order streams as a multipart upload; a chmod before its close is
+    // stored on the object by a copy in parts.
+    let mut f = fs::File::create(p.join("streamed")).unwrap();
+    for _ in 0..3 {
+        f.write_all(&big[..4 << 20]).unwrap();
+    }
+    f.set_permissions(fs::Permissions::from_mode(0o604)).unwrap();
+    drop(f);
+    assert_eq!(mode("streamed").as_deref(), Some("33156"));
+    assert_eq!(object("streamed").len(), 12 << 20);
+    assert_eq!(pending_uploads(&bucket), 0, "no multipart upload left behind");
+    m.unmount();
+}
+
 /// `rename(2)` over a file that is open: its handles keep reading the replaced content (the
 /// old inode), whether they had read some of it or not, while the name shows the new file.
 #[test]

@@ -767,10 +767,10 @@ impl S3Filesystem {
                     }
                     // The attributes changed while the file was written (its mtime, at least):
                     // store the final ones on the object.
-                    Ok(etag) if size <= crate::store::MAX_SINGLE_COPY => {
-                        result = Some(self.store.replace_metadata(&key, &put, etag.as_deref()).await)
+                    Ok(etag) => {
+                        let fixed = self.store.replace_metadata(&key, size, &put, etag.as_deref());
+                        result = Some(fixed.await)
                     }
-                    Ok(etag) => result = Some(Ok(etag)),
                     Err(e) => tracing::warn!(
                         "finishing the streamed upload of {key} failed ({e}); uploading it whole"
                     ),

@@ -760,12 +760,14 @@ impl S3Filesystem {
                 .unwrap_or_else(|| "application/octet-stream".into()),
             metadata: meta,
         };
+        // What another client stored meanwhile, when the guarded copy found the object changed.
+        let mut current = None;
         let etag = if is_dir && node.state.dir_marker.is_none() {
             self.store.put(&key, bytes::Bytes::new(), &put).await?
         } else {
             match self
                 .store
-                .replace_metadata(&key, &put, node.state.etag.as_deref())
+                .replace_metadata(&key, node.state.attr.size, &put, node.state.etag.as_deref())
                 .await
             {
                 Ok(etag) => etag,
@@ -787,10 +789,13 @@ impl S3Filesystem {
                     };
                     match self
                         .store
-                        .replace_metadata(&key, &put, info.etag.as_deref())
+                        .replace_metadata(&key, info.size, &put, info.etag.as_deref())
                         .await
                     {
-                        Ok(etag) => etag,
+                        Ok(etag) => {
+                            current = Some(info);
+                            etag
+                        }
                         Err(e) if e.code() == Some("PreconditionFailed") => {
                             tracing::error!(
                                 key,
@@ -806,6 +811,15 @@ impl S3Filesystem {
             }
         };
         let state = self.table.update(ino, |n| {
+            if let Some(info) = current {
+                // The object is the other client's with our attributes on top: its size,
+                // content type and foreign metadata now, so a later copy copies all of it.
+                if !is_dir {
+                    n.state.attr.size = info.size;
+                }
+                n.state.foreign_meta = attr::foreign_metadata(&info.metadata);
+                n.state.content_type = info.content_type;
+            }
             n.state.etag = etag;
             n.state.posix_stored = true;
             if is_dir {

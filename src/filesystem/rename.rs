@@ -1,8 +1,8 @@
 //! `rename(2)`: server-side copies then deletes, since S3 has no rename.
 //!
-//! A file is copied to its new key (CopyObject, or UploadPartCopy above 5 GiB) with its
-//! attributes and a Content-Type that follows the new name's extension, then the old key is
-//! deleted; a file with staged data is uploaded straight to the new key instead. A directory
+//! A file is copied to its new key (CopyObject, or UploadPartCopy past the single-copy limit)
+//! with its attributes and a Content-Type that follows the new name's extension, then the old
+//! key is deleted; a file with staged data is uploaded straight to the new key instead. A directory
 //! moves every object under its prefix, copies in parallel (bounded), its marker last, then
 //! deletes the old keys, marker last. This is not atomic: a failure part-way leaves both names
 //! (never neither), and the error is returned. The inode keeps its number and open handles keep

@@ -85,10 +85,25 @@ pub enum Encryption {
     Kms(String),
 }
 
-/// Largest object a single CopyObject may copy.
-pub const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
-/// Part size of multipart copies.
+/// Largest object a single CopyObject may copy on S3.
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest object a single CopyObject may copy on Alibaba OSS.
+const OSS_MAX_SINGLE_COPY: u64 = 1024 * 1024 * 1024;
+/// Part size of multipart copies (when the single-copy limit is not smaller).
 const COPY_PART: u64 = 512 * 1024 * 1024;
+/// Most parts one multipart upload may have.
+const MAX_PARTS: u64 = 10_000;
+
+/// Part size of a multipart copy of `size` bytes for a single-copy limit of `limit`: at most
+/// [`COPY_PART`] and the limit (so a server that refuses large copies gets parts it accepts),
+/// at least S3's 5 MiB minimum, and large enough for the parts to fit S3's 10,000.
+fn copy_part_size(size: u64, limit: u64) -> u64 {
+    const MIN_PART: u64 = 5 * 1024 * 1024;
+    COPY_PART
+        .min(limit)
+        .max(MIN_PART)
+        .max(size.div_ceil(MAX_PARTS).next_multiple_of(1024 * 1024))
+}
 
 /// Decodes listing keys when the server URL-encoded them.
 struct KeyDecoder(bool);
@@ -133,6 +148,8 @@ pub struct ObjectStore {
     /// The lean path for HEAD, GET, LIST (v2), PUT, UploadPart, CopyObject and DELETE (`None`: everything goes
     /// through the SDK).
     lean: Option<std::sync::Arc<lean::LeanClient>>,
+    /// Largest object copied with one CopyObject; larger ones are copied in parts.
+    single_copy_limit: u64,
 }
 
 /// An HTTPS client that trusts the system roots plus the PEM certificates in `path`.
@@ -307,6 +324,18 @@ impl ObjectStore {
                 (None, false) => None,
             },
             pending_aborts: Default::default(),
+            single_copy_limit: opts.singlepart_copy_limit.unwrap_or_else(|| {
+                // OSS refuses CopyObject past 1 GiB (S3 past 5 GiB).
+                let oss = opts
+                    .endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.contains(".aliyuncs.com"));
+                if oss {
+                    OSS_MAX_SINGLE_COPY
+                } else {
+                    MAX_SINGLE_COPY
+                }
+            }),
         })
     }
 
@@ -818,34 +847,49 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// Rewrites an object's metadata in place (CopyObject onto itself with
-    /// `x-amz-metadata-directive: REPLACE`), guarded by the ETag read earlier so a concurrent
-    /// change by someone else is not overwritten; returns the new ETag.
+    /// Rewrites the metadata of the object `key` of `size` bytes in place (a copy onto itself
+    /// with `x-amz-metadata-directive: REPLACE`, in parts past the single-copy limit), guarded
+    /// by the ETag read earlier so a concurrent change by someone else is not overwritten;
+    /// returns the new ETag.
     pub async fn replace_metadata(
         &self,
         key: &str,
+        size: u64,
+        put: &PutOptions,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        if size > self.single_copy_limit {
+            return self.copy_in_parts(key, key, size, put, if_match).await;
+        }
+        self.copy_whole(key, key, put, if_match).await
+    }
+
+    /// One CopyObject of `src` to `dst` with the headers of `put`, if the source's ETag is
+    /// still `if_match`. The copy replaces the object: without the storage class and
+    /// encryption headers it would fall back to the bucket's defaults (a chmod must not move a
+    /// file out of STANDARD_IA or drop its SSE-KMS key).
+    async fn copy_whole(
+        &self,
+        src: &str,
+        dst: &str,
         put: &PutOptions,
         if_match: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         if let Some(lean) = &self.lean {
-            return self.copy_lean(lean, key, key, Some(put), if_match).await;
+            return self.copy_lean(lean, src, dst, Some(put), if_match).await;
         }
-        let source = self.copy_source(key);
-        // The copy replaces the object: without the storage class and encryption headers it
-        // would fall back to the bucket's defaults (a chmod must not move a file out of
-        // STANDARD_IA or drop its SSE-KMS key).
         let req = write_headers!(self.client.copy_object(), self);
         let out = req
             .bucket(&self.bucket)
-            .key(key)
-            .copy_source(source)
+            .key(dst)
+            .copy_source(self.copy_source(src))
             .set_copy_source_if_match(if_match.map(str::to_string))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .content_type(&put.content_type)
             .set_metadata(Some(put.metadata.clone()))
             .send()
             .await
-            .map_err(|e| self.err(e, "CopyObject", key))?;
+            .map_err(|e| self.err(e, "CopyObject", dst))?;
         Ok(out
             .copy_object_result()
             .and_then(|r| r.e_tag())
@@ -896,8 +940,8 @@ impl ObjectStore {
         )
     }
 
-    /// Copies `src` (of `size` bytes) to `dst` with new headers: one CopyObject up to 5 GiB,
-    /// a multipart copy (UploadPartCopy) above. Returns the new ETag.
+    /// Copies `src` (of `size` bytes) to `dst` with new headers: one CopyObject up to the
+    /// single-copy limit, a multipart copy (UploadPartCopy) above. Returns the new ETag.
     pub async fn copy(
         &self,
         src: &str,
@@ -905,32 +949,30 @@ impl ObjectStore {
         size: u64,
         put: &PutOptions,
     ) -> Result<Option<String>, StoreError> {
-        if size <= MAX_SINGLE_COPY {
-            if let Some(lean) = &self.lean {
-                return self.copy_lean(lean, src, dst, Some(put), None).await;
-            }
-            let req = write_headers!(self.client.copy_object(), self);
-            let out = req
-                .bucket(&self.bucket)
-                .key(dst)
-                .copy_source(self.copy_source(src))
-                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                .content_type(&put.content_type)
-                .set_metadata(Some(put.metadata.clone()))
-                .send()
-                .await
-                .map_err(|e| self.err(e, "CopyObject", dst))?;
-            return Ok(out
-                .copy_object_result()
-                .and_then(|r| r.e_tag())
-                .map(str::to_string));
+        if size > self.single_copy_limit {
+            return self.copy_in_parts(src, dst, size, put, None).await;
         }
+        self.copy_whole(src, dst, put, None).await
+    }
+
+    /// A multipart copy of `src` (of `size` bytes) to `dst` (which may be `src` itself) with
+    /// the headers of `put`, four parts at a time; every part is copied only if the source's
+    /// ETag is still `if_match`. On failure the upload is aborted. Returns the new ETag.
+    async fn copy_in_parts(
+        &self,
+        src: &str,
+        dst: &str,
+        size: u64,
+        put: &PutOptions,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let part = copy_part_size(size, self.single_copy_limit);
         let upload_id = self.create_multipart(dst, put).await?;
-        let parts = size.div_ceil(COPY_PART);
+        let parts = size.div_ceil(part);
         let copy_source = self.copy_source(src);
         let result: Result<Vec<(i32, String)>, StoreError> = futures::stream::iter(0..parts)
             .map(|i| {
-                let (start, end) = (i * COPY_PART, size.min((i + 1) * COPY_PART));
+                let (start, end) = (i * part, size.min((i + 1) * part));
                 let (copy_source, upload_id) = (copy_source.clone(), upload_id.clone());
                 async move {
                     let out = self
@@ -941,6 +983,7 @@ impl ObjectStore {
                         .upload_id(upload_id)
                         .part_number((i + 1) as i32)
                         .copy_source(copy_source)
+                        .set_copy_source_if_match(if_match.map(str::to_string))
                         .copy_source_range(format!("bytes={}-{}", start, end - 1))
                         .send()
                         .await
@@ -958,28 +1001,23 @@ impl ObjectStore {
             .buffer_unordered(4)
             .try_collect()
             .await;
-        match result {
+        let completed = match result {
             Ok(mut done) => {
                 done.sort_by_key(|(n, _)| *n);
-                match self.complete_multipart(dst, &upload_id, done).await {
-                    Ok(etag) => Ok(etag),
-                    Err(e) => {
-                        let _ = self.abort_multipart(dst, &upload_id).await;
-                        Err(e)
-                    }
-                }
+                self.complete_multipart(dst, &upload_id, done).await
             }
-            Err(e) => {
-                let _ = self.abort_multipart(dst, &upload_id).await;
-                Err(e)
-            }
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            self.abort_or_queue(dst, &upload_id).await;
         }
+        completed
     }
 
     /// Copies `src` to `dst` keeping its content type and user metadata (MetadataDirective COPY;
-    /// above 5 GiB the headers are read first and a multipart copy is made).
+    /// past the single-copy limit the headers are read first and a multipart copy is made).
     pub async fn copy_as_is(&self, src: &str, dst: &str, size: u64) -> Result<(), StoreError> {
-        if size > MAX_SINGLE_COPY {
+        if size > self.single_copy_limit {
             let info = self.head(src).await?.ok_or_else(|| StoreError::NotFound {
                 op: "HeadObject",
                 key: src.to_string(),
@@ -1124,7 +1162,31 @@ impl ObjectStore {
 
 #[cfg(test)]
 mod tests {
-    use super::KeyDecoder;
+    use super::{copy_part_size, KeyDecoder, COPY_PART, MAX_PARTS, MAX_SINGLE_COPY, OSS_MAX_SINGLE_COPY};
+
+    #[test]
+    fn copy_parts_fit_the_limit_the_minimum_and_the_part_count() {
+        const MIB: u64 = 1 << 20;
+        for (size, limit) in [
+            (6 << 30, MAX_SINGLE_COPY),
+            (2 << 30, OSS_MAX_SINGLE_COPY),
+            (12 * MIB, 5 * MIB),
+            (12 * MIB, 8 * MIB),
+            (5 << 40, MAX_SINGLE_COPY),
+            (5 << 40, 5 * MIB),
+        ] {
+            let part = copy_part_size(size, limit);
+            assert!(part >= 5 * MIB, "{size} {limit}: {part}");
+            assert!(size.div_ceil(part) <= MAX_PARTS, "{size} {limit}: {part}");
+            assert!(
+                part <= limit.max(size.div_ceil(MAX_PARTS) + MIB),
+                "{size} {limit}: {part}"
+            );
+            assert_eq!(part % MIB, 0, "{size} {limit}: {part}");
+        }
+        assert_eq!(copy_part_size(6 << 30, MAX_SINGLE_COPY), COPY_PART);
+        assert_eq!(copy_part_size(12 * MIB, 5 * MIB), 5 * MIB);
+    }
 
     #[test]
     fn url_encoded_listing_keys_decode_like_a_form() {
