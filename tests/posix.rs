@@ -502,6 +502,70 @@ fn changes_beside_an_open_reader_reach_the_bucket_at_once() {
     m.unmount();
 }
 
+/// Inode numbers: `readdir`'s `d_ino` is the `st_ino` that `stat` shows, a rename keeps it,
+/// and a path has the same number after a remount, whatever order it is looked up in (git's
+/// index, rsync and backup tools compare them).
+#[test]
+fn inode_numbers_match_readdir_and_survive_a_remount() {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::DirEntryExt;
+    let bucket = block_on(new_bucket("inodes"));
+    block_on(async {
+        let c = s3_client().await;
+        for key in ["a/x", "a/y", "b", "c/", "c/deep/z"] {
+            put_object(&c, &bucket, key, b"data".to_vec()).await;
+        }
+    });
+    let numbers = |root: &Path, dirs: &[&str]| -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for dir in dirs {
+            let entries: Vec<(String, u64)> = fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.file_name().to_string_lossy().into_owned(), e.ino())
+                })
+                .collect();
+            for (name, d_ino) in entries {
+                let path = if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let st_ino = fs::symlink_metadata(root.join(&path)).unwrap().ino();
+                assert_eq!(d_ino, st_ino, "{path}: d_ino {d_ino}, st_ino {st_ino}");
+                out.insert(path, st_ino);
+            }
+        }
+        out
+    };
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path();
+    fs::create_dir(p.join("made")).unwrap();
+    fs::write(p.join("made/new"), b"n").unwrap();
+    let dirs = ["", "a", "c", "c/deep", "made"];
+    let first = numbers(p, &dirs);
+    assert_eq!(first.len(), 9, "{first:?}");
+    let distinct: std::collections::BTreeSet<u64> = first.values().copied().collect();
+    assert_eq!(distinct.len(), first.len(), "numbers are distinct: {first:?}");
+    // A rename keeps the inode (POSIX); its new path shows it in readdir too.
+    fs::rename(p.join("a/x"), p.join("a/x2")).unwrap();
+    let renamed = numbers(p, &["a"]);
+    assert_eq!(renamed.get("a/x2"), first.get("a/x"), "{renamed:?}");
+    fs::rename(p.join("a/x2"), p.join("a/x")).unwrap();
+    m.unmount();
+
+    // A new mount, paths looked up in the reverse order.
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path();
+    for (path, ino) in first.iter().rev() {
+        let now = fs::symlink_metadata(p.join(path)).unwrap().ino();
+        assert_eq!(now, *ino, "{path} changed its number across a remount");
+    }
+    assert_eq!(numbers(p, &dirs), first);
+    m.unmount();
+}
+
 /// Objects past `singlepart_copy_limit` (5 GiB on S3, 1 GiB on OSS; 5 MiB here) are copied in
 /// parts by every operation that copies: chmod and xattrs rewrite the metadata in place, a file
 /// or directory rename moves them, a streamed file gets its final attributes; a copy whose

@@ -9,14 +9,13 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::{lock, Caller, Errno, FsResult, Node, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
 use crate::namespace::complete::ListingTicket;
 use crate::namespace::names::{check_name, entries_from_page};
-use crate::namespace::{join, ObjectState};
+use crate::namespace::{join, path_ino, ObjectState};
 use crate::store::{ListPage, PutOptions};
 
 /// Keys per listing page.
@@ -65,14 +64,6 @@ impl Drop for DirHandle {
             p.abort();
         }
     }
-}
-
-/// Inode number shown for an entry the inode table does not hold: a hash of its path with the
-/// top bit set, so it never collides with allocated numbers.
-fn synthetic_ino(path: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    path.hash(&mut h);
-    h.finish() | (1 << 63)
 }
 
 impl S3Filesystem {
@@ -152,7 +143,9 @@ impl S3Filesystem {
                 .table
                 .child(h.ino, name)
                 .map(|n| n.ino)
-                .unwrap_or_else(|| synthetic_ino(&join(&h.path, &name.to_string_lossy())));
+                // The number the entry will have once looked up (unless a live node of
+                // another path holds it).
+                .unwrap_or_else(|| path_ino(join(&h.path, &name.to_string_lossy()).as_bytes()));
             h.entries.push(DirEntry {
                 ino,
                 kind: *kind,
@@ -404,7 +397,7 @@ impl S3Filesystem {
             posix_stored: true,
         };
         self.cache.put(&path, state.clone());
-        let ino = self.table.upsert_child(parent, name, state, false);
+        let ino = self.place_child(parent, name, state, false);
         self.table.inc_lookup(ino);
         self.complete.mark(ino, []);
         self.complete.added(parent, name, NodeKind::Dir);

@@ -364,7 +364,7 @@ impl S3Filesystem {
             posix_stored: false,
         };
         self.cache.invalidate(&path);
-        let ino = self.table.upsert_child(parent, name, state, true);
+        let ino = self.place_child(parent, name, state, true);
         self.table.inc_lookup(ino);
         Ok(ino)
     }

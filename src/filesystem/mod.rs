@@ -485,7 +485,7 @@ impl S3Filesystem {
         if let Some(state) = self.cache.get(&path) {
             crate::metrics::global().stat_cache_hit();
             self.walked(parent, name);
-            let ino = self.table.upsert_child(parent, name, state, false);
+            let ino = self.place_child(parent, name, state, false);
             return Some(self.node(ino));
         }
         if self.cache.is_absent(&path) || self.complete.knows_absent(parent, name) {
@@ -519,7 +519,7 @@ impl S3Filesystem {
         let resolved = self.resolve_child(parent, name, &path).await?;
         match resolved {
             Some(state) => {
-                let ino = self.table.upsert_child(parent, name, state, false);
+                let ino = self.place_child(parent, name, state, false);
                 self.node(ino)
             }
             None => {
@@ -717,6 +717,25 @@ impl S3Filesystem {
                 a.ctime = now;
             }
         });
+    }
+
+    /// Puts the child `name` of `parent` in the inode table from `state` (see
+    /// [`InodeTable::upsert_child`]); returns its inode. A new node may take the number of an
+    /// earlier one at the same path (numbers are path hashes), so nothing learned about that
+    /// earlier directory's contents is carried over to it.
+    pub(super) fn place_child(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        state: crate::namespace::ObjectState,
+        local_only: bool,
+    ) -> u64 {
+        let is_dir = state.attr.kind == NodeKind::Dir;
+        let (ino, new) = self.table.upsert_child(parent, name, state, local_only);
+        if new && is_dir {
+            self.complete.forget(ino);
+        }
+        ino
     }
 
     /// Before an entry leaves directory `dir`: if `dir` is implicit (no marker object; it

@@ -55,7 +55,7 @@ impl S3Filesystem {
             posix_stored: true,
         };
         self.cache.put(&path, state.clone());
-        let ino = self.table.upsert_child(parent, name, state, false);
+        let ino = self.place_child(parent, name, state, false);
         self.table.inc_lookup(ino);
         self.complete.added(parent, name, kind);
         self.touch_dir(parent);

@@ -291,6 +291,9 @@ impl CompleteDirs {
     /// Forgets what is known of `dir`.
     pub fn forget(&self, dir: u64) {
         let mut inner = self.lock();
+        if !inner.dirs.contains_key(&dir) && !inner.large.contains_key(&dir) {
+            return;
+        }
         inner.drop_dir(dir);
         inner.order.retain(|d| *d != dir);
         inner.large.remove(&dir);

@@ -4,6 +4,10 @@
 //!   to inode numbers. A key keeps its inode number for as long as the kernel remembers it
 //!   (lookup count > 0), a handle is open, or a child node still points at it; when all three
 //!   are gone the node is dropped, so walking a million objects does not grow memory forever.
+//!   Numbers are a hash of the path ([`path_ino`]), so `readdir` shows the `d_ino` that `stat`
+//!   shows and a path has the same number in every mount of the bucket (git, rsync and backup
+//!   tools compare them); a number held by a live node of another path (one renamed away, a
+//!   collision) sends a new node on to the next free number.
 //! * [`resolve`] decides what a path is from the bucket (file, explicit or implicit directory,
 //!   symlink) following the directory rules in `metadata-and-permissions.md`: a directory wins
 //!   over a file of the same name.
@@ -77,7 +81,38 @@ struct TableInner {
     nodes: HashMap<u64, Node>,
     names: HashMap<(u64, OsString), u64>,
     local_children: HashMap<u64, BTreeSet<OsString>>,
-    next_ino: u64,
+}
+
+/// Largest inode number handed out: numbers stay below 2^63, so a program that stores them
+/// signed still sees them positive.
+const MAX_INO: u64 = u64::MAX >> 1;
+
+/// splitmix64's finalizer: every input bit moves about half the output bits.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A mixed value as an inode number: below 2^63 and never 0 (invalid) or 1 (the root).
+fn as_ino(h: u64) -> u64 {
+    let ino = mix64(h) & MAX_INO;
+    if ino <= ROOT_INO {
+        ino + 2
+    } else {
+        ino
+    }
+}
+
+/// Inode number of the path `path` (relative to the mount root, as [`InodeTable::path_of`]
+/// gives it): FNV-1a over its bytes, mixed. The same in every mount and every rossfs version.
+pub fn path_ino(path: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    as_ino(h)
 }
 
 /// The inode table. All methods take a short lock and never wait on the network.
@@ -110,7 +145,6 @@ impl InodeTable {
                 nodes,
                 names: HashMap::new(),
                 local_children: HashMap::new(),
-                next_ino: ROOT_INO + 1,
             }),
         }
     }
@@ -153,29 +187,34 @@ impl InodeTable {
         inner.nodes.get(ino).cloned()
     }
 
-    /// Inserts or refreshes the child `name` of `parent` from `state`, returning its inode. A
-    /// node with pending local changes keeps its state; one whose kind changed is replaced by a
-    /// new inode.
-    pub fn upsert_child(&self, parent: u64, name: &OsStr, state: ObjectState, local_only: bool) -> u64 {
+    /// Inserts or refreshes the child `name` of `parent` from `state`, returning its inode and
+    /// whether the node is new. A node with pending local changes keeps its state; one whose
+    /// kind changed is replaced by a new inode.
+    pub fn upsert_child(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        state: ObjectState,
+        local_only: bool,
+    ) -> (u64, bool) {
         let mut inner = self.lock();
         let key = (parent, name.to_os_string());
         if let Some(&ino) = inner.names.get(&key) {
             if let Some(node) = inner.nodes.get_mut(&ino) {
                 if node.local_only {
-                    return ino;
+                    return (ino, false);
                 }
                 if node.state.attr.kind == state.attr.kind {
                     // An open file keeps the attributes its handles work with.
                     if node.opens == 0 || node.state.attr.kind != NodeKind::File {
                         node.state = state;
                     }
-                    return ino;
+                    return (ino, false);
                 }
             }
             detach_locked(&mut inner, parent, name);
         }
-        let ino = inner.next_ino;
-        inner.next_ino += 1;
+        let ino = free_ino_locked(&inner, parent, name);
         inner.nodes.insert(
             ino,
             Node {
@@ -202,7 +241,7 @@ impl InodeTable {
                 .or_default()
                 .insert(name.to_os_string());
         }
-        ino
+        (ino, true)
     }
 
     /// Runs `f` on the node, if present.
@@ -367,6 +406,23 @@ fn path_locked(inner: &TableInner, mut ino: u64) -> Option<String> {
         out.push_str(part.to_str()?);
     }
     Some(out)
+}
+
+/// The number for a new node `name` in `parent`: its path's number, or the next free one in
+/// a fixed sequence after it when a live node holds that (one renamed away from the path, whose
+/// kernel inode still has the number, or a hash collision).
+fn free_ino_locked(inner: &TableInner, parent: u64, name: &OsStr) -> u64 {
+    let mut ino = match path_locked(inner, parent) {
+        Some(dir) => match name.to_str() {
+            Some(name) => path_ino(join(&dir, name).as_bytes()),
+            None => as_ino(path_ino(dir.as_bytes()) ^ path_ino(name.as_encoded_bytes())),
+        },
+        None => as_ino(parent ^ path_ino(name.as_encoded_bytes())),
+    };
+    while inner.nodes.contains_key(&ino) {
+        ino = as_ino(ino);
+    }
+    ino
 }
 
 fn detach_locked(inner: &mut TableInner, parent: u64, name: &OsStr) {
@@ -658,12 +714,14 @@ mod tests {
     #[test]
     fn inode_numbers_are_stable_while_referenced() {
         let t = InodeTable::new(state(NodeKind::Dir));
-        let d = t.upsert_child(ROOT_INO, OsStr::new("d"), state(NodeKind::Dir), false);
+        let d = t
+            .upsert_child(ROOT_INO, OsStr::new("d"), state(NodeKind::Dir), false)
+            .0;
         t.inc_lookup(d);
-        let f = t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false);
+        let f = t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false).0;
         t.inc_lookup(f);
         assert_eq!(
-            t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false),
+            t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false).0,
             f
         );
         assert_eq!(t.path_of(f).as_deref(), Some("d/f"));
@@ -676,12 +734,57 @@ mod tests {
     }
 
     #[test]
+    fn inode_numbers_are_path_hashes_and_never_shared_by_live_nodes() {
+        let t = InodeTable::new(state(NodeKind::Dir));
+        let (d, new) = t.upsert_child(ROOT_INO, OsStr::new("d"), state(NodeKind::Dir), false);
+        assert!(new);
+        assert_eq!(d, path_ino(b"d"));
+        t.inc_lookup(d);
+        let f = t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false).0;
+        assert_eq!(f, path_ino(b"d/f"), "the number of a path, in any mount");
+        assert!(f > ROOT_INO && f <= MAX_INO);
+        t.inc_lookup(f);
+        assert_eq!(
+            t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false),
+            (f, false)
+        );
+        // Renamed, the node keeps its number; a new file at the old path, created while the
+        // kernel still knows the renamed one, gets another.
+        t.rename(d, OsStr::new("f"), d, OsStr::new("g"));
+        let (again, new) = t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false);
+        assert!(new && again != f && again > ROOT_INO);
+        assert_eq!(t.child(d, OsStr::new("g")).map(|n| n.ino), Some(f));
+        // Once the kernel forgets both, the paths get their own numbers back.
+        t.forget(f, 1);
+        t.inc_lookup(again);
+        t.forget(again, 1);
+        assert_eq!(
+            t.upsert_child(d, OsStr::new("g"), state(NodeKind::File), false).0,
+            path_ino(b"d/g")
+        );
+        assert_eq!(
+            t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false).0,
+            f
+        );
+        // Numbers are spread and distinct over many paths.
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000 {
+            let ino = path_ino(format!("dir{}/file{}", i % 100, i).as_bytes());
+            assert!(ino > ROOT_INO && ino <= MAX_INO && seen.insert(ino));
+        }
+    }
+
+    #[test]
     fn kind_change_gets_a_new_inode_and_unlink_keeps_open_node() {
         let t = InodeTable::new(state(NodeKind::Dir));
-        let f = t.upsert_child(ROOT_INO, OsStr::new("x"), state(NodeKind::File), false);
+        let f = t
+            .upsert_child(ROOT_INO, OsStr::new("x"), state(NodeKind::File), false)
+            .0;
         t.inc_lookup(f);
         t.open(f);
-        let d = t.upsert_child(ROOT_INO, OsStr::new("x"), state(NodeKind::Dir), false);
+        let d = t
+            .upsert_child(ROOT_INO, OsStr::new("x"), state(NodeKind::Dir), false)
+            .0;
         assert_ne!(f, d);
         assert!(t.get(f).is_some_and(|n| !n.linked));
         t.forget(f, 1);
@@ -693,7 +796,9 @@ mod tests {
     #[test]
     fn local_children_are_listed_until_uploaded() {
         let t = InodeTable::new(state(NodeKind::Dir));
-        let f = t.upsert_child(ROOT_INO, OsStr::new("new"), state(NodeKind::File), true);
+        let f = t
+            .upsert_child(ROOT_INO, OsStr::new("new"), state(NodeKind::File), true)
+            .0;
         assert_eq!(t.local_children(ROOT_INO).len(), 1);
         t.mark_uploaded(f);
         assert!(t.local_children(ROOT_INO).is_empty());
@@ -703,13 +808,17 @@ mod tests {
     #[test]
     fn rename_moves_subtrees_and_replaces_targets() {
         let t = InodeTable::new(state(NodeKind::Dir));
-        let a = t.upsert_child(ROOT_INO, OsStr::new("a"), state(NodeKind::Dir), false);
+        let a = t
+            .upsert_child(ROOT_INO, OsStr::new("a"), state(NodeKind::Dir), false)
+            .0;
         t.inc_lookup(a);
-        let f = t.upsert_child(a, OsStr::new("f"), state(NodeKind::File), false);
+        let f = t.upsert_child(a, OsStr::new("f"), state(NodeKind::File), false).0;
         t.inc_lookup(f);
-        let b = t.upsert_child(ROOT_INO, OsStr::new("b"), state(NodeKind::Dir), false);
+        let b = t
+            .upsert_child(ROOT_INO, OsStr::new("b"), state(NodeKind::Dir), false)
+            .0;
         t.inc_lookup(b);
-        let old = t.upsert_child(b, OsStr::new("c"), state(NodeKind::Dir), false);
+        let old = t.upsert_child(b, OsStr::new("c"), state(NodeKind::Dir), false).0;
         t.inc_lookup(old);
         assert_eq!(t.rename(ROOT_INO, OsStr::new("a"), b, OsStr::new("c")), Some(a));
         assert_eq!(t.path_of(f).as_deref(), Some("b/c/f"));
