@@ -1360,6 +1360,40 @@ fn the_proxy_forwards_keep_alive_traffic_and_injects_faults() {
     assert!(refused, "a stopped server must refuse connections");
 }
 
+/// A directory rename whose deletes of the old keys fail part-way: `rename` fails with EIO,
+/// everything is under the new name, what could not be deleted stays under the old one, both
+/// show as the bucket holds them, and the old directory keeps its own marker (a chmod of it
+/// must not land on the new one).
+#[test]
+fn a_directory_rename_whose_deletes_fail_leaves_both_names_as_stored() {
+    let bucket = block_on(new_bucket("dirmove-fail"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let p = m.path();
+    fs::create_dir(p.join("src")).unwrap();
+    fs::set_permissions(p.join("src"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(p.join("src/a"), b"a").unwrap();
+    fs::write(p.join("src/b"), b"b").unwrap();
+    assert_eq!(names_in(&p.join("src")), ["a", "b"]);
+    proxy.set(Fault::error500().on(Match::method("DELETE").path("/src/b")));
+    let errors = m.log_count("deleting the old keys failed");
+    assert_eq!(errno_of(fs::rename(p.join("src"), p.join("dst"))), libc::EIO);
+    proxy.clear();
+    assert_eq!(
+        m.log_count("deleting the old keys failed"),
+        errors + 1,
+        "{}",
+        log_tail(&m)
+    );
+    assert_eq!(names_in(&p.join("dst")), ["a", "b"]);
+    assert_eq!(fs::read(p.join("dst/b")).unwrap(), b"b");
+    assert_eq!(names_in(&p.join("src")), ["b"]);
+    fs::set_permissions(p.join("src"), fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(block_on(mode_metadata(&bucket, "src/")), Some(0o40700));
+    assert_eq!(block_on(mode_metadata(&bucket, "dst/")), Some(0o40755));
+    m.unmount();
+}
+
 /// Storage class and encryption options reach every request that writes an object: a PUT, a
 /// multipart upload, a rename's copy and, as well, the metadata copy of chmod, chown and touch
 /// (a copy that left them out would move the object back to the bucket's defaults).
@@ -1368,7 +1402,12 @@ fn storage_class_and_encryption_travel_with_every_write_including_metadata_copie
     let bucket = block_on(new_bucket("sclass"));
     block_on(put(&bucket, "foreign.txt", b"from another tool".to_vec()));
     let proxy = FaultProxy::start(&server().endpoint);
-    let m = mount_via(&proxy, &bucket, &["storage_class=STANDARD_IA", "use_sse"]);
+    // Copies past 5 MiB are multipart copies: their CreateMultipartUpload carries them too.
+    let m = mount_via(
+        &proxy,
+        &bucket,
+        &["storage_class=STANDARD_IA", "use_sse", "singlepart_copy_limit=5"],
+    );
     let p = m.path();
     fs::write(p.join("small"), b"one PUT").unwrap();
     fs::write(p.join("large"), pattern(12 << 20, 7)).unwrap();

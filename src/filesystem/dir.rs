@@ -337,7 +337,7 @@ impl S3Filesystem {
                 }
                 sent += 1;
                 if !dot {
-                    self.table.inc_lookup(node.ino);
+                    self.table.acquire(&node);
                 }
             }
         }

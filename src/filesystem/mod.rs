@@ -498,7 +498,7 @@ impl S3Filesystem {
     /// `lookup` when memory can answer it (no request); `None` if the store is needed.
     pub fn lookup_in_memory(&self, parent: u64, name: &OsStr) -> Option<FsResult<Stat>> {
         Some(self.find_child_in_memory(parent, name)?.map(|node| {
-            self.table.inc_lookup(node.ino);
+            self.table.acquire(&node);
             self.stat_of(&node)
         }))
     }
@@ -540,7 +540,7 @@ impl S3Filesystem {
     /// `lookup`: resolves a name and takes a kernel reference on it.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Stat> {
         let node = self.find_child(parent, name).await?;
-        self.table.inc_lookup(node.ino);
+        self.table.acquire(&node);
         Ok(self.stat_of(&node))
     }
 

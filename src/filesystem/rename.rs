@@ -79,7 +79,15 @@ impl S3Filesystem {
             // Files open inside wait with their uploads until the tree has moved, then upload
             // under the new name (a close meanwhile would write to the old prefix).
             let held = self.lock_write_states(self.open_files_under(&src_path)).await;
-            self.move_tree(&src, &src_path, &dst_path).await?;
+            if let Err(e) = self.move_tree(&src, &src_path, &dst_path).await {
+                // Part of the tree may now be under both names, or only under the new one:
+                // what this mount knew of both is no longer true, so both are listed again.
+                self.cache.invalidate_tree(&src_path);
+                self.cache.invalidate_tree(&dst_path);
+                self.complete.forget(src.ino);
+                self.complete.forget(newparent);
+                return Err(e);
+            }
             self.table.rename(parent, name, newparent, newname);
             drop(held);
             self.complete.moved(src.ino);
@@ -232,7 +240,9 @@ impl S3Filesystem {
             tracing::error!("moving {src_prefix} to {dst_prefix} failed part-way, both names remain: {e}");
             return Err(e.into());
         }
-        // The marker, with the directory's attributes (a new ctime), under the new name.
+        // The marker, with the directory's attributes (a new ctime), under the new name. The
+        // node takes it once the old keys are gone: until then the old marker is its own.
+        let mut new_marker = None;
         if marker.is_some() || keys.iter().any(|(k, _)| k == &src_prefix) {
             let mut attrs = src.state.attr;
             attrs.ctime = std::time::SystemTime::now();
@@ -247,12 +257,7 @@ impl S3Filesystem {
                 metadata: meta,
             };
             let etag = self.store.put(&dst_prefix, bytes::Bytes::new(), &put).await?;
-            let dst_marker = dst_prefix.clone();
-            self.table.update(src.ino, |n| {
-                n.state.etag = etag;
-                n.state.posix_stored = true;
-                n.state.dir_marker = Some(dst_marker);
-            });
+            new_marker = Some((dst_prefix.clone(), etag));
         }
         let deletes: Vec<Result<(), StoreError>> = stream::iter(children)
             .map(|(key, _)| async move { self.store.delete(&key).await })
@@ -260,6 +265,9 @@ impl S3Filesystem {
             .collect()
             .await;
         if let Some(e) = deletes.into_iter().find_map(Result::err) {
+            tracing::error!(
+                "moving {src_prefix} to {dst_prefix}: everything was copied, but deleting the old keys failed part-way, so some remain under the old name too: {e}"
+            );
             return Err(e.into());
         }
         for (key, _) in keys.iter().filter(|(k, _)| is_marker(k)) {
@@ -271,6 +279,13 @@ impl S3Filesystem {
             }
         }
         self.delete_legacy_marker(src_path, marker.as_deref()).await?;
+        if let Some((dst_marker, etag)) = new_marker {
+            self.table.update(src.ino, |n| {
+                n.state.etag = etag;
+                n.state.posix_stored = true;
+                n.state.dir_marker = Some(dst_marker);
+            });
+        }
         Ok(())
     }
 }

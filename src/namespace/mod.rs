@@ -292,6 +292,39 @@ impl InodeTable {
         }
     }
 
+    /// The kernel took a reference on `node` as resolved a moment ago (lookup, readdirplus).
+    /// A FORGET handled in between may have dropped the node from the table (the kernel let go
+    /// of its old inode while looking the name up again); the kernel now holds the number all
+    /// the same, so the node is put back rather than left unknown.
+    pub fn acquire(&self, node: &Node) {
+        let mut inner = self.lock();
+        if let Some(n) = inner.nodes.get_mut(&node.ino) {
+            n.lookups += 1;
+            return;
+        }
+        let key = (node.parent, node.name.clone());
+        if !inner.nodes.contains_key(&node.parent) {
+            return;
+        }
+        let named = match inner.names.get(&key) {
+            Some(_) => false, // a newer node has the name: this one lives on detached
+            None => {
+                inner.names.insert(key, node.ino);
+                true
+            }
+        };
+        let mut back = node.clone();
+        back.lookups = 1;
+        back.opens = 0;
+        back.children = 0;
+        back.local_only = false;
+        back.linked = named && node.linked;
+        inner.nodes.insert(node.ino, back);
+        if let Some(p) = inner.nodes.get_mut(&node.parent) {
+            p.children += 1;
+        }
+    }
+
     /// The kernel dropped `n` references.
     pub fn forget(&self, ino: u64, n: u64) {
         let mut inner = self.lock();
@@ -766,6 +799,18 @@ mod tests {
             t.upsert_child(d, OsStr::new("f"), state(NodeKind::File), false).0,
             f
         );
+        // A FORGET that dropped a node between its resolution and the kernel's new reference:
+        // the node comes back under its number and name.
+        let g = t.child(d, OsStr::new("g")).unwrap();
+        t.forget(g.ino, 0);
+        t.inc_lookup(g.ino);
+        t.forget(g.ino, 1);
+        assert!(t.get(g.ino).is_none());
+        t.acquire(&g);
+        assert_eq!(t.get(g.ino).map(|n| n.lookups), Some(1));
+        assert_eq!(t.child(d, OsStr::new("g")).map(|n| n.ino), Some(g.ino));
+        t.forget(g.ino, 1);
+        assert!(t.get(g.ino).is_none());
         // Numbers are spread and distinct over many paths.
         let mut seen = std::collections::HashSet::new();
         for i in 0..100_000 {

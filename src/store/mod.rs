@@ -859,7 +859,7 @@ impl ObjectStore {
         if_match: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         if size > self.single_copy_limit {
-            return self.copy_in_parts(key, key, size, put, if_match).await;
+            return self.copy_in_parts(key, key, put, if_match).await;
         }
         self.copy_whole(key, key, put, if_match).await
     }
@@ -940,8 +940,9 @@ impl ObjectStore {
         )
     }
 
-    /// Copies `src` (of `size` bytes) to `dst` with new headers: one CopyObject up to the
-    /// single-copy limit, a multipart copy (UploadPartCopy) above. Returns the new ETag.
+    /// Copies `src` (of about `size` bytes, as last seen) to `dst` with new headers: one
+    /// CopyObject up to the single-copy limit, a multipart copy (UploadPartCopy) above. Returns
+    /// the new ETag.
     pub async fn copy(
         &self,
         src: &str,
@@ -950,22 +951,46 @@ impl ObjectStore {
         put: &PutOptions,
     ) -> Result<Option<String>, StoreError> {
         if size > self.single_copy_limit {
-            return self.copy_in_parts(src, dst, size, put, None).await;
+            return self.copy_in_parts(src, dst, put, None).await;
         }
         self.copy_whole(src, dst, put, None).await
     }
 
-    /// A multipart copy of `src` (of `size` bytes) to `dst` (which may be `src` itself) with
-    /// the headers of `put`, four parts at a time; every part is copied only if the source's
-    /// ETag is still `if_match`. On failure the upload is aborted. Returns the new ETag.
+    /// A multipart copy of `src` to `dst` (which may be `src` itself) with the headers of
+    /// `put`, four parts at a time. The source's size and ETag are read first (a size known
+    /// from earlier could be stale, and a copy of fewer bytes than the object holds would cut
+    /// it); with `if_match`, a source whose ETag is another fails with `PreconditionFailed`, as
+    /// a guarded CopyObject does. Every part is copied only if the ETag is still the one read,
+    /// so the parts cannot mix two versions. On failure the upload is aborted. Returns the new
+    /// ETag.
     async fn copy_in_parts(
         &self,
         src: &str,
         dst: &str,
-        size: u64,
         put: &PutOptions,
         if_match: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
+        let info = self.head(src).await?.ok_or_else(|| StoreError::NotFound {
+            op: "HeadObject",
+            key: src.to_string(),
+        })?;
+        let unquoted = |e: &str| e.trim_matches('"').to_string();
+        if let Some(want) = if_match {
+            if info.etag.as_deref().map(unquoted) != Some(unquoted(want)) {
+                return Err(StoreError::from_status(
+                    "UploadPartCopy",
+                    src,
+                    412,
+                    "PreconditionFailed".into(),
+                    "the object changed since this mount read it".into(),
+                ));
+            }
+        }
+        let guard = info.etag.clone();
+        let size = info.size;
+        if size <= self.single_copy_limit {
+            return self.copy_whole(src, dst, put, guard.as_deref()).await;
+        }
         let part = copy_part_size(size, self.single_copy_limit);
         let upload_id = self.create_multipart(dst, put).await?;
         let parts = size.div_ceil(part);
@@ -974,6 +999,7 @@ impl ObjectStore {
             .map(|i| {
                 let (start, end) = (i * part, size.min((i + 1) * part));
                 let (copy_source, upload_id) = (copy_source.clone(), upload_id.clone());
+                let guard = guard.clone();
                 async move {
                     let out = self
                         .client
@@ -983,7 +1009,7 @@ impl ObjectStore {
                         .upload_id(upload_id)
                         .part_number((i + 1) as i32)
                         .copy_source(copy_source)
-                        .set_copy_source_if_match(if_match.map(str::to_string))
+                        .set_copy_source_if_match(guard)
                         .copy_source_range(format!("bytes={}-{}", start, end - 1))
                         .send()
                         .await
@@ -1028,7 +1054,7 @@ impl ObjectStore {
                     .unwrap_or_else(|| "application/octet-stream".into()),
                 metadata: info.metadata,
             };
-            self.copy(src, dst, info.size, &put).await?;
+            self.copy_in_parts(src, dst, &put, info.etag.as_deref()).await?;
             return Ok(());
         }
         if let Some(lean) = &self.lean {
@@ -1084,6 +1110,9 @@ impl ObjectStore {
     /// be reached, so no parts are left behind once it is back.
     pub async fn abort_or_queue(&self, key: &str, upload_id: &str) {
         if let Err(e) = self.abort_multipart(key, upload_id).await {
+            if e.code() == Some("NoSuchUpload") || e.is_not_found() {
+                return; // gone already
+            }
             tracing::warn!("could not abort the multipart upload of {key} ({e}); will retry");
             self.pending_aborts
                 .lock()
@@ -1100,6 +1129,8 @@ impl ObjectStore {
         for (key, id) in queued {
             match self.abort_multipart(&key, &id).await {
                 Ok(()) => tracing::info!("aborted the leftover multipart upload of {key}"),
+                // Gone already (completed after all, or aborted by a lifecycle rule).
+                Err(e) if e.code() == Some("NoSuchUpload") || e.is_not_found() => {}
                 Err(_) => left.push((key, id)),
             }
         }
