@@ -344,57 +344,38 @@ fn objects_written_through_the_api_appear_after_the_ttl() {
     let m = Mount::mount(&bucket, &["stat_cache_expire=1"]);
     let p = m.path().join("later.txt");
     assert_eq!(errno_of(fs::metadata(&p)), libc::ENOENT);
-    block_on(async { put_object(&s3_client().await, &bucket, "later.txt", b"v1".to_vec()).await });
-    let start = Instant::now();
-    loop {
-        match fs::read(&p) {
-            Ok(v) => {
-                assert_eq!(v, b"v1");
-                break;
-            }
-            Err(_) if start.elapsed() < Duration::from_secs(20) => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Err(e) => panic!("object never appeared: {e}"),
-        }
-    }
+    put_objects(&bucket, &[("later.txt", b"v1")]);
+    wait_until("the object appears", Duration::from_secs(20), || p.exists());
+    assert_eq!(fs::read(&p).unwrap(), b"v1");
     // A change of size shows up too once the attributes expire.
-    block_on(async { put_object(&s3_client().await, &bucket, "later.txt", b"version two".to_vec()).await });
-    let start = Instant::now();
-    while fs::metadata(&p).map(|m| m.len()).unwrap_or(0) != 11 {
-        assert!(start.elapsed() < Duration::from_secs(20), "new size never showed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    put_objects(&bucket, &[("later.txt", b"version two")]);
+    wait_until("the new size shows", Duration::from_secs(20), || {
+        fs::metadata(&p).map(|m| m.len()).unwrap_or(0) == 11
+    });
     assert_eq!(fs::read(&p).unwrap(), b"version two");
     // Listings are remembered for the TTL too; a name added through the API shows up in
     // readdir once it expires.
     let names = || names_in(m.path());
     assert_eq!(names(), ["later.txt"]);
-    block_on(async { put_object(&s3_client().await, &bucket, "also.txt", b"x".to_vec()).await });
-    let start = Instant::now();
-    while names() != ["also.txt", "later.txt"] {
-        assert!(start.elapsed() < Duration::from_secs(20), "new name never listed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    put_objects(&bucket, &[("also.txt", b"x")]);
+    wait_until("the new name is listed", Duration::from_secs(20), || {
+        names() == ["also.txt", "later.txt"]
+    });
     // A program that probes names it does not find between listings (each miss lists the
     // directory again): the kernel's cached listing is not kept once it is older than what
     // the mount learned.
-    block_on(async { put_object(&s3_client().await, &bucket, "third.txt", b"x".to_vec()).await });
-    let start = Instant::now();
-    for i in 0.. {
-        assert_eq!(
-            errno_of(fs::metadata(m.path().join(format!("probe-{i}")))),
-            libc::ENOENT
-        );
-        if names() == ["also.txt", "later.txt", "third.txt"] {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "a probed directory never listed the new name"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    put_objects(&bucket, &[("third.txt", b"x")]);
+    let mut probe = 0;
+    wait_until(
+        "a probed directory lists the new name",
+        Duration::from_secs(20),
+        || {
+            probe += 1;
+            let missing = m.path().join(format!("probe-{probe}"));
+            assert_eq!(errno_of(fs::metadata(missing)), libc::ENOENT);
+            names() == ["also.txt", "later.txt", "third.txt"]
+        },
+    );
     m.unmount();
 }
 
@@ -404,15 +385,17 @@ fn objects_written_through_the_api_appear_after_the_ttl() {
 #[test]
 fn implicit_and_legacy_directories_behave_like_local_ones() {
     let bucket = block_on(new_bucket("implicit"));
-    block_on(async {
-        let c = s3_client().await;
-        put_object(&c, &bucket, "data/2024/f.csv", b"1".to_vec()).await;
-        put_object(&c, &bucket, "top/sub/x", b"2".to_vec()).await;
-        put_object(&c, &bucket, "m/n/moved", b"3".to_vec()).await;
-        put_object(&c, &bucket, "logs_$folder$", Vec::new()).await;
-        put_object(&c, &bucket, "old_$folder$", Vec::new()).await;
-        put_object(&c, &bucket, "old/inside", b"4".to_vec()).await;
-    });
+    put_objects(
+        &bucket,
+        &[
+            ("data/2024/f.csv", b"1"),
+            ("top/sub/x", b"2"),
+            ("m/n/moved", b"3"),
+            ("logs_$folder$", b""),
+            ("old_$folder$", b""),
+            ("old/inside", b"4"),
+        ],
+    );
     let m = Mount::mount(&bucket, &[]);
     let root = m.path();
     fs::remove_file(root.join("data/2024/f.csv")).unwrap();

@@ -158,11 +158,7 @@ fn read_stream(dir: *mut libc::DIR) -> Vec<String> {
 #[test]
 fn a_directory_stream_follows_its_directory_through_a_rename() {
     let bucket = block_on(new_bucket("dirstream"));
-    block_on(async {
-        let c = s3_client().await;
-        put_object(&c, &bucket, "d/f1", b"1".to_vec()).await;
-        put_object(&c, &bucket, "d/f2", b"2".to_vec()).await;
-    });
+    put_objects(&bucket, &[("d/f1", b"1"), ("d/f2", b"2")]);
     let m = Mount::mount(&bucket, &[]);
     let (d, e) = (m.path().join("d"), m.path().join("e"));
     // SAFETY: a valid NUL-terminated path.
@@ -510,12 +506,11 @@ fn inode_numbers_match_readdir_and_survive_a_remount() {
     use std::collections::BTreeMap;
     use std::os::unix::fs::DirEntryExt;
     let bucket = block_on(new_bucket("inodes"));
-    block_on(async {
-        let c = s3_client().await;
-        for key in ["a/x", "a/y", "b", "c/", "c/deep/z"] {
-            put_object(&c, &bucket, key, b"data".to_vec()).await;
-        }
-    });
+    let data: &[u8] = b"data";
+    put_objects(
+        &bucket,
+        &["a/x", "a/y", "b", "c/", "c/deep/z"].map(|key| (key, data)),
+    );
     let numbers = |root: &Path, dirs: &[&str]| -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for dir in dirs {
@@ -574,11 +569,7 @@ fn inode_numbers_match_readdir_and_survive_a_remount() {
 fn objects_past_the_single_copy_limit_are_copied_in_parts() {
     let bucket = block_on(new_bucket("bigcopy"));
     let big = pattern(12 << 20, 7);
-    block_on(async {
-        let c = s3_client().await;
-        put_object(&c, &bucket, "big", big.clone()).await;
-        put_object(&c, &bucket, "small", b"tiny".to_vec()).await;
-    });
+    put_objects(&bucket, &[("big", &big), ("small", b"tiny")]);
     let m = Mount::mount(&bucket, &["singlepart_copy_limit=5", "multipart_size=5"]);
     let p = m.path();
     let etag = |key: &str| {
@@ -614,7 +605,7 @@ fn objects_past_the_single_copy_limit_are_copied_in_parts() {
     // old length would cut it): the copy is refused by the server and redone from the current
     // object, whose content stays.
     let newer = pattern(13 << 20, 8);
-    block_on(async { put_object(&s3_client().await, &bucket, "big", newer.clone()).await });
+    put_objects(&bucket, &[("big", &newer)]);
     fs::set_permissions(p.join("big"), fs::Permissions::from_mode(0o640)).unwrap();
     assert!(object("big") == newer, "the newer content survives the chmod");
     assert_eq!(

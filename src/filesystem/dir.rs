@@ -15,7 +15,7 @@ use super::{lock, Caller, Errno, FsResult, Node, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
 use crate::namespace::complete::ListingTicket;
 use crate::namespace::names::{check_name, entries_from_page};
-use crate::namespace::{join, path_ino, ObjectState};
+use crate::namespace::{child_ino, join, ObjectState};
 use crate::store::{ListPage, PutOptions};
 
 /// Keys per listing page.
@@ -145,7 +145,7 @@ impl S3Filesystem {
                 .map(|n| n.ino)
                 // The number the entry will have once looked up (unless a live node of
                 // another path holds it).
-                .unwrap_or_else(|| path_ino(join(&h.path, &name.to_string_lossy()).as_bytes()));
+                .unwrap_or_else(|| child_ino(&h.path, name));
             h.entries.push(DirEntry {
                 ino,
                 kind: *kind,

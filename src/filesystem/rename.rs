@@ -196,7 +196,13 @@ impl S3Filesystem {
         };
         let etag = self
             .store
-            .copy(&src_key, &self.key_for_path(dst_path), src.state.attr.size, &put)
+            .copy(
+                &src_key,
+                &self.key_for_path(dst_path),
+                src.state.attr.size,
+                &put,
+                None,
+            )
             .await?;
         self.store.delete(&src_key).await?;
         self.table.update(src.ino, |n| {

@@ -132,27 +132,23 @@ impl CompleteDirs {
     }
 
     fn mark_locked(inner: &mut Inner, dir: u64, names: BTreeMap<OsString, NodeKind>) -> Option<u64> {
+        // The same names again keep their version, and with it the kernel's copy of them.
         let same = inner
             .dirs
             .get(&dir)
             .filter(|k| k.names == names)
             .map(|k| k.version);
-        let kernel_copy = inner.kernel_copy.get(&dir).copied();
+        let kernel_copy = same.and(inner.kernel_copy.get(&dir).copied());
         inner.drop_dir(dir);
         inner.order.retain(|d| *d != dir);
         inner.large.remove(&dir);
         if names.len() > MAX_NAMES {
             return None;
         }
-        let version = match same {
-            Some(v) => {
-                if let Some(k) = kernel_copy {
-                    inner.kernel_copy.insert(dir, k);
-                }
-                v
-            }
-            None => inner.next_version(),
-        };
+        if let Some(k) = kernel_copy {
+            inner.kernel_copy.insert(dir, k);
+        }
+        let version = same.unwrap_or_else(|| inner.next_version());
         inner.total += names.len();
         inner.dirs.insert(
             dir,

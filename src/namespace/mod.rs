@@ -106,7 +106,7 @@ fn as_ino(h: u64) -> u64 {
 
 /// Inode number of the path `path` (relative to the mount root, as [`InodeTable::path_of`]
 /// gives it): FNV-1a over its bytes, mixed. The same in every mount and every rossfs version.
-pub fn path_ino(path: &[u8]) -> u64 {
+fn path_ino(path: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in path {
         h ^= u64::from(*b);
@@ -446,16 +446,20 @@ fn path_locked(inner: &TableInner, mut ino: u64) -> Option<String> {
 /// kernel inode still has the number, or a hash collision).
 fn free_ino_locked(inner: &TableInner, parent: u64, name: &OsStr) -> u64 {
     let mut ino = match path_locked(inner, parent) {
-        Some(dir) => match name.to_str() {
-            Some(name) => path_ino(join(&dir, name).as_bytes()),
-            None => as_ino(path_ino(dir.as_bytes()) ^ path_ino(name.as_encoded_bytes())),
-        },
+        Some(dir) => child_ino(&dir, name),
+        // Not reachable from the root (cannot happen for a parent the kernel holds).
         None => as_ino(parent ^ path_ino(name.as_encoded_bytes())),
     };
     while inner.nodes.contains_key(&ino) {
         ino = as_ino(ino);
     }
     ino
+}
+
+/// The number of the entry `name` in the directory at `dir`: its path's number ([`path_ino`]),
+/// what `readdir` shows for it and what a new node for it takes when free.
+pub fn child_ino(dir: &str, name: &OsStr) -> u64 {
+    path_ino(join(dir, &name.to_string_lossy()).as_bytes())
 }
 
 fn detach_locked(inner: &mut TableInner, parent: u64, name: &OsStr) {

@@ -858,10 +858,7 @@ impl ObjectStore {
         put: &PutOptions,
         if_match: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
-        if size > self.single_copy_limit {
-            return self.copy_in_parts(key, key, put, if_match).await;
-        }
-        self.copy_whole(key, key, put, if_match).await
+        self.copy(key, key, size, put, if_match).await
     }
 
     /// One CopyObject of `src` to `dst` with the headers of `put`, if the source's ETag is
@@ -940,20 +937,21 @@ impl ObjectStore {
         )
     }
 
-    /// Copies `src` (of about `size` bytes, as last seen) to `dst` with new headers: one
-    /// CopyObject up to the single-copy limit, a multipart copy (UploadPartCopy) above. Returns
-    /// the new ETag.
+    /// Copies `src` (of about `size` bytes, as last seen) to `dst` with new headers, if the
+    /// source's ETag is still `if_match`: one CopyObject up to the single-copy limit, a
+    /// multipart copy (UploadPartCopy) above. Returns the new ETag.
     pub async fn copy(
         &self,
         src: &str,
         dst: &str,
         size: u64,
         put: &PutOptions,
+        if_match: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         if size > self.single_copy_limit {
-            return self.copy_in_parts(src, dst, put, None).await;
+            return self.copy_in_parts(src, dst, put, if_match).await;
         }
-        self.copy_whole(src, dst, put, None).await
+        self.copy_whole(src, dst, put, if_match).await
     }
 
     /// A multipart copy of `src` to `dst` (which may be `src` itself) with the headers of

@@ -530,6 +530,25 @@ pub async fn put_object(client: &Client, bucket: &str, key: &str, body: impl Int
     }
 }
 
+/// Stores each `(key, body)` in `bucket` through the S3 API, as another tool would.
+pub fn put_objects(bucket: &str, objects: &[(&str, &[u8])]) {
+    block_on(async {
+        let client = s3_client().await;
+        for (key, body) in objects {
+            put_object(&client, bucket, key, body.to_vec()).await;
+        }
+    })
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub async fn get_object(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
     let output = match client.get_object().bucket(bucket).key(key).send().await {
         Ok(output) => output,
