@@ -32,6 +32,7 @@
 //! upload fails, `close()` returns EIO and the failure is logged at ERROR.
 
 pub mod attr;
+pub mod buffer_pool;
 pub mod daemon;
 pub mod fileio;
 pub mod filesystem;

@@ -644,6 +644,99 @@ fn objects_past_the_single_copy_limit_are_copied_in_parts() {
     m.unmount();
 }
 
+/// Headers that say how an object is served (`Cache-Control`, `Content-Disposition`,
+/// `Content-Encoding`, `Content-Language`, `Expires`), set by another tool, stay on the object
+/// through everything the mount rewrites it for: chmod, chown, touch and xattr changes (copies
+/// that replace the metadata), a new content, renames of the file and of its directory, both
+/// below and past the single-copy limit (multipart copies). S3 keeps them only if each rewrite
+/// sends them again. Checked on both request paths (the lean one and the SDK's).
+#[test]
+fn serving_headers_stay_through_metadata_changes_rewrites_and_renames() {
+    serving_headers_stay(&[]);
+    serving_headers_stay(&["sdk_requests"]);
+}
+
+fn serving_headers_stay(extra: &[&str]) {
+    let bucket = block_on(new_bucket("servehdrs"));
+    let expires = aws_sdk_s3::primitives::DateTime::from_secs(2_000_000_000);
+    let served = [
+        Some("public, max-age=300".to_string()),
+        Some("attachment; filename=\"report.txt\"".to_string()),
+        Some("gzip".to_string()),
+        Some("de-CH".to_string()),
+        Some("Wed, 18 May 2033 03:33:20 GMT".to_string()),
+    ];
+    let big = pattern(12 << 20, 3);
+    block_on(async {
+        let c = s3_client().await;
+        for (key, body) in [("page.gz", &b"compressed"[..]), ("dir/big", &big[..])] {
+            c.put_object()
+                .bucket(&bucket)
+                .key(key)
+                .body(ByteStream::from(body.to_vec()))
+                .cache_control("public, max-age=300")
+                .content_disposition("attachment; filename=\"report.txt\"")
+                .content_encoding("gzip")
+                .content_language("de-CH")
+                .expires(expires)
+                .send()
+                .await
+                .expect("PutObject");
+        }
+    });
+    let headers = |key: &str| {
+        let h = block_on(head(&bucket, key));
+        [
+            h.cache_control().map(str::to_string),
+            h.content_disposition().map(str::to_string),
+            h.content_encoding().map(str::to_string),
+            h.content_language().map(str::to_string),
+            h.expires_string().map(str::to_string),
+        ]
+    };
+    assert_eq!(headers("page.gz"), served, "the server keeps what the tool set");
+    let mut opts = vec!["singlepart_copy_limit=5", "multipart_size=5"];
+    opts.extend_from_slice(extra);
+    let m = Mount::mount(&bucket, &opts);
+    let p = m.path();
+    let page = p.join("page.gz");
+
+    fs::set_permissions(&page, fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(headers("page.gz"), served, "after chmod");
+    std::os::unix::fs::chown(&page, Some(1000), Some(1000)).unwrap();
+    assert_eq!(headers("page.gz"), served, "after chown");
+    let when = UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&page)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
+        .unwrap();
+    assert_eq!(headers("page.gz"), served, "after touch");
+    setxattr(&page, "user.note", b"kept", 0).unwrap();
+    assert_eq!(headers("page.gz"), served, "after setxattr");
+    fs::write(&page, b"compressed again").unwrap();
+    assert_eq!(headers("page.gz"), served, "after a new content");
+    fs::rename(&page, p.join("moved.gz")).unwrap();
+    assert_eq!(headers("moved.gz"), served, "after a rename");
+
+    // Past the single-copy limit every copy is made in parts.
+    fs::set_permissions(p.join("dir/big"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        block_on(head(&bucket, "dir/big"))
+            .e_tag()
+            .unwrap_or_default()
+            .ends_with("-3\""),
+        "a chmod copied in parts"
+    );
+    assert_eq!(headers("dir/big"), served, "after a chmod in parts");
+    fs::rename(p.join("dir"), p.join("dir2")).unwrap();
+    assert_eq!(keys(&bucket, ""), ["dir2/big", "moved.gz"]);
+    assert_eq!(headers("dir2/big"), served, "after a directory rename in parts");
+    assert!(block_on(async { get_object(&s3_client().await, &bucket, "dir2/big").await }) == big);
+    m.unmount();
+}
+
 /// `rename(2)` over a file that is open: its handles keep reading the replaced content (the
 /// old inode), whether they had read some of it or not, while the name shows the new file.
 #[test]

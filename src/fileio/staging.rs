@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::buffer_pool::{BufferPool, PooledBuffer};
+
 /// Where and how much to stage.
 #[derive(Clone, Debug)]
 pub struct StagingConfig {
@@ -46,15 +48,20 @@ pub enum PartSource {
 }
 
 impl PartSource {
-    /// The bytes; a spill file is read on a blocking thread, not an async one.
-    pub async fn load(self) -> io::Result<Bytes> {
+    /// The bytes; a spill file is read on a blocking thread, not an async one, into a buffer
+    /// of `buffers`.
+    pub async fn load(self, buffers: &Arc<BufferPool>) -> io::Result<Bytes> {
         match self {
             PartSource::Ready(b) => Ok(b),
-            PartSource::File(file, start, end) => tokio::task::spawn_blocking(move || {
-                read_range(&file, start, (end - start) as usize).map(Bytes::from)
-            })
-            .await
-            .map_err(io::Error::other)?,
+            PartSource::File(file, start, end) => {
+                let len = (end - start) as usize;
+                let buf = buffers.take(len);
+                tokio::task::spawn_blocking(move || {
+                    read_range(&file, start, len, buf).map(PooledBuffer::freeze)
+                })
+                .await
+                .map_err(io::Error::other)?
+            }
         }
     }
 
@@ -100,12 +107,15 @@ pub fn evict_uploaded(file: &File, start: u64, end: u64) -> io::Result<()> {
     }
 }
 
-/// `len` bytes of `file` from `offset` (an error if the file is shorter), read into fresh
-/// memory without zero-filling it first: parts are 10 MiB and more, and the zeroes cost as
-/// much CPU as the copy out of the page cache (profile of a 1 GiB write: memset 6% of rossfs).
-fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+/// `len` bytes of `file` from `offset` (an error if the file is shorter), read into `out`
+/// (empty, with room for them) without zero-filling it first: parts are 10 MiB and more, and
+/// the zeroes cost as much CPU as the copy out of the page cache (profile of a 1 GiB write:
+/// memset 6% of rossfs).
+fn read_range(file: &File, offset: u64, len: usize, mut out: PooledBuffer) -> io::Result<PooledBuffer> {
     use std::os::fd::AsRawFd;
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let buf = out.vec_mut();
+    buf.clear();
+    buf.reserve(len);
     while buf.len() < len {
         let at = offset + buf.len() as u64;
         let Ok(at) = libc::off_t::try_from(at) else {
@@ -134,7 +144,7 @@ fn read_range(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
             n => unsafe { buf.set_len(buf.len() + n as usize) },
         }
     }
-    Ok(buf)
+    Ok(out)
 }
 
 impl Staging {
@@ -234,15 +244,18 @@ impl Staging {
         let end = len.min(offset + size as u64);
         match self {
             Staging::Memory(v) => Ok(v[offset as usize..end as usize].to_vec()),
-            Staging::Disk { file, .. } => read_range(file, offset, (end - offset) as usize),
+            Staging::Disk { file, .. } => {
+                let n = (end - offset) as usize;
+                read_range(file, offset, n, PooledBuffer::unpooled(n)).map(PooledBuffer::into_vec)
+            }
         }
     }
 
     /// Bytes `[start, end)` for an upload, to be loaded later with [`PartSource::load`] (which
     /// reads a spill file on a blocking thread).
-    pub fn part_source(&self, start: u64, end: u64) -> io::Result<PartSource> {
+    pub fn part_source(&self, start: u64, end: u64, buffers: &Arc<BufferPool>) -> io::Result<PartSource> {
         match self {
-            Staging::Memory(_) => Ok(PartSource::Ready(self.slice(start, end)?)),
+            Staging::Memory(_) => Ok(PartSource::Ready(self.slice(start, end, buffers)?)),
             Staging::Disk { file, len } => {
                 if end > *len {
                     return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -252,11 +265,20 @@ impl Staging {
         }
     }
 
-    /// Bytes `[start, end)` as one buffer, for an upload.
-    pub fn slice(&self, start: u64, end: u64) -> io::Result<Bytes> {
+    /// Bytes `[start, end)` (fewer at the end) as one buffer of `buffers`, for an upload.
+    pub fn slice(&self, start: u64, end: u64, buffers: &Arc<BufferPool>) -> io::Result<Bytes> {
+        let end = end.min(self.len());
+        if start >= end {
+            return Ok(Bytes::new());
+        }
+        let len = (end - start) as usize;
+        let mut buf = buffers.take(len);
         match self {
-            Staging::Memory(v) => Ok(Bytes::copy_from_slice(&v[start as usize..end as usize])),
-            Staging::Disk { .. } => Ok(Bytes::from(self.read_at(start, (end - start) as usize)?)),
+            Staging::Memory(v) => {
+                buf.vec_mut().extend_from_slice(&v[start as usize..end as usize]);
+                Ok(buf.freeze())
+            }
+            Staging::Disk { file, .. } => read_range(file, start, len, buf).map(PooledBuffer::freeze),
         }
     }
 
@@ -294,7 +316,8 @@ mod tests {
         assert_eq!(s.len(), 100_005);
         assert_eq!(s.read_at(0, 5).unwrap(), b"hello");
         assert_eq!(s.read_at(5, 3).unwrap(), vec![0, 0, 0]);
-        assert_eq!(&s.slice(100_000, 100_005).unwrap()[..], b"world");
+        let pool = BufferPool::new(1 << 20);
+        assert_eq!(&s.slice(100_000, 100_005, &pool).unwrap()[..], b"world");
         s.truncate(&cfg, 3).unwrap();
         assert_eq!(s.read_at(0, 100).unwrap(), b"hel");
         // Nothing is left in the staging directory: the spill file is anonymous.
@@ -312,6 +335,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut model: Vec<u8> = Vec::new();
         let mut s = Staging::from_vec(Vec::new(), &cfg).unwrap();
+        let pool = BufferPool::new(1 << 20);
         for _ in 0..500 {
             if rng.random_bool(0.1) {
                 let n = rng.random_range(0..150_000u64);
@@ -337,7 +361,14 @@ mod tests {
             let off = rng.random_range(0..150_000usize);
             let want = model.get(off..).map_or(&[][..], |t| &t[..t.len().min(70_000)]);
             assert_eq!(s.read_at(off as u64, 70_000).unwrap(), want, "read at {off}");
+            // Upload parts come in recycled buffers: never with bytes of an earlier part.
+            let start = rng.random_range(0..=model.len());
+            let end = model.len().min(start + rng.random_range(60_000..140_000));
+            let part = s.slice(start as u64, end as u64, &pool).unwrap();
+            assert_eq!(&part[..], &model[start..end], "part {start}..{end}");
+            drop(part);
         }
+        assert!(pool.idle_bytes() > 0, "buffers were recycled");
         assert_eq!(s.read_at(0, model.len()).unwrap(), model);
     }
 
@@ -346,11 +377,13 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, &[9u8; 5000]).unwrap();
         f.set_len(20_000).unwrap(); // a hole reads as zeros
-        let got = read_range(&f, 4000, 16_000).unwrap();
+        let got = read_range(&f, 4000, 16_000, PooledBuffer::unpooled(16_000))
+            .unwrap()
+            .into_vec();
         assert_eq!(&got[..1000], &[9u8; 1000][..]);
         assert!(got[1000..].iter().all(|&b| b == 0));
         assert_eq!(got.len(), 16_000);
-        let short = read_range(&f, 19_000, 2000).unwrap_err();
+        let short = read_range(&f, 19_000, 2000, PooledBuffer::unpooled(2000)).unwrap_err();
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

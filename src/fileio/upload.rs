@@ -21,7 +21,7 @@ pub async fn upload(
     let len = staging.len();
     if len <= part_size {
         let body = staging
-            .slice(0, len)
+            .slice(0, len, store.buffers())
             .map_err(|e| StoreError::local("PutObject", key, e))?;
         return store.put(key, body, put).await;
     }
@@ -34,10 +34,10 @@ pub async fn upload(
             let upload_id = upload_id.as_str();
             async move {
                 let source = staging
-                    .part_source(start, end)
+                    .part_source(start, end, store.buffers())
                     .map_err(|e| StoreError::local("UploadPart", key, e))?;
                 let body = source
-                    .load()
+                    .load(store.buffers())
                     .await
                     .map_err(|e| StoreError::local("UploadPart", key, e))?;
                 let number = (i + 1) as i32;
@@ -151,7 +151,7 @@ impl StreamingUpload {
             }
             let start = self.parts_started * self.part_size;
             let source = staging
-                .part_source(start, start + self.part_size)
+                .part_source(start, start + self.part_size, store.buffers())
                 .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
             self.parts_started += 1;
             let number = self.parts_started as i32;
@@ -160,7 +160,7 @@ impl StreamingUpload {
             self.inflight.push_back(tokio::spawn(async move {
                 let spilled = source.spill_range();
                 let body = source
-                    .load()
+                    .load(store.buffers())
                     .await
                     .map_err(|e| StoreError::local("UploadPart", &key, e))?;
                 let etag = store.upload_part(&key, &id, number, body).await?;
@@ -194,7 +194,7 @@ impl StreamingUpload {
             let start = self.covered();
             if start < staging.len() || self.parts_started == 0 {
                 let body = staging
-                    .slice(start, staging.len())
+                    .slice(start, staging.len(), store.buffers())
                     .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
                 let number = (self.parts_started + 1) as i32;
                 let etag = store

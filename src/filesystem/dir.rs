@@ -386,6 +386,7 @@ impl S3Filesystem {
         let put = PutOptions {
             content_type: "application/octet-stream".into(),
             metadata: attr::posix_metadata(&attrs),
+            content_headers: Vec::new(),
         };
         let etag = self.store.put(&key, bytes::Bytes::new(), &put).await?;
         let state = ObjectState {
@@ -393,6 +394,7 @@ impl S3Filesystem {
             etag,
             content_type: Some(put.content_type),
             foreign_meta: Default::default(),
+            content_headers: Vec::new(),
             dir_marker: Some(key),
             posix_stored: true,
         };

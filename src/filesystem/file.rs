@@ -360,6 +360,7 @@ impl S3Filesystem {
             etag: None,
             content_type: None,
             foreign_meta: Default::default(),
+            content_headers: Vec::new(),
             dir_marker: None,
             posix_stored: false,
         };
@@ -673,6 +674,7 @@ impl S3Filesystem {
         PutOptions {
             content_type,
             metadata: meta,
+            content_headers: node.state.content_headers.clone(),
         }
     }
 

@@ -778,6 +778,7 @@ impl S3Filesystem {
                 .clone()
                 .unwrap_or_else(|| "application/octet-stream".into()),
             metadata: meta,
+            content_headers: node.state.content_headers.clone(),
         };
         // What another client stored meanwhile, when the guarded copy found the object changed.
         let mut current = None;
@@ -805,6 +806,7 @@ impl S3Filesystem {
                             .clone()
                             .unwrap_or_else(|| "application/octet-stream".into()),
                         metadata: meta,
+                        content_headers: info.content_headers.clone(),
                     };
                     match self
                         .store
@@ -832,12 +834,14 @@ impl S3Filesystem {
         let state = self.table.update(ino, |n| {
             if let Some(info) = current {
                 // The object is the other client's with our attributes on top: its size,
-                // content type and foreign metadata now, so a later copy copies all of it.
+                // content type, headers and foreign metadata now, so a later copy copies all
+                // of it.
                 if !is_dir {
                     n.state.attr.size = info.size;
                 }
                 n.state.foreign_meta = attr::foreign_metadata(&info.metadata);
                 n.state.content_type = info.content_type;
+                n.state.content_headers = info.content_headers;
             }
             n.state.etag = etag;
             n.state.posix_stored = true;

@@ -193,6 +193,7 @@ impl S3Filesystem {
         let put = PutOptions {
             content_type: content_type.clone(),
             metadata: meta,
+            content_headers: src.state.content_headers.clone(),
         };
         let etag = self
             .store
@@ -261,6 +262,7 @@ impl S3Filesystem {
                     .clone()
                     .unwrap_or_else(|| "application/octet-stream".into()),
                 metadata: meta,
+                content_headers: src.state.content_headers.clone(),
             };
             let etag = self.store.put(&dst_prefix, bytes::Bytes::new(), &put).await?;
             new_marker = Some((dst_prefix.clone(), etag));

@@ -44,6 +44,7 @@ impl S3Filesystem {
                 crate::fileio::mime::OCTET_STREAM.to_string()
             },
             metadata: attr::posix_metadata(&attrs),
+            content_headers: Vec::new(),
         };
         let etag = self.store.put(&self.key_for_path(&path), body, &put).await?;
         let state = ObjectState {
@@ -51,6 +52,7 @@ impl S3Filesystem {
             etag,
             content_type: Some(put.content_type),
             foreign_meta: Default::default(),
+            content_headers: Vec::new(),
             dir_marker: None,
             posix_stored: true,
         };

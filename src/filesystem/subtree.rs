@@ -299,6 +299,7 @@ mod tests {
             last_modified: None,
             content_type: None,
             metadata: Default::default(),
+            content_headers: Vec::new(),
         }
     }
 

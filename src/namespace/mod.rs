@@ -42,6 +42,8 @@ pub struct ObjectState {
     pub content_type: Option<String>,
     /// User metadata that is not ours, carried over when the object is rewritten.
     pub foreign_meta: HashMap<String, String>,
+    /// Its [`crate::store::CONTENT_HEADERS`] (`Cache-Control`, ...), carried over likewise.
+    pub content_headers: Vec<(String, String)>,
     /// For a directory: the store key of the object that marks it (`dir/`, or a `dir` object
     /// with a directory content type or mode); `None` for an implicit directory.
     pub dir_marker: Option<String>,
@@ -743,6 +745,7 @@ mod tests {
             etag: None,
             content_type: None,
             foreign_meta: HashMap::new(),
+            content_headers: Vec::new(),
             dir_marker: None,
             posix_stored: false,
         }

@@ -29,6 +29,7 @@ pub fn state_from_head(info: &ObjectInfo, pres: &Presentation, now: SystemTime) 
         etag: info.etag.clone(),
         content_type: info.content_type.clone(),
         foreign_meta: attr::foreign_metadata(&info.metadata),
+        content_headers: info.content_headers.clone(),
         dir_marker: (kind == NodeKind::Dir).then(|| info.key.clone()),
         posix_stored: stored.mode.is_some() && stored.uid.is_some() && stored.gid.is_some(),
     }
@@ -41,6 +42,7 @@ pub fn implicit_dir_state(pres: &Presentation, mount_time: SystemTime) -> Object
         etag: None,
         content_type: None,
         foreign_meta: Default::default(),
+        content_headers: Vec::new(),
         dir_marker: None,
         posix_stored: false,
     }

@@ -447,6 +447,10 @@ pub(super) fn object_info(key: &str, headers: &http::HeaderMap) -> super::Object
         }),
         content_type: get("content-type"),
         metadata,
+        content_headers: super::CONTENT_HEADERS
+            .iter()
+            .filter_map(|name| Some((name.to_string(), get(name)?)))
+            .collect(),
     }
 }
 

@@ -29,6 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 pub use credentials::{load_passwd_file, parse_passwd, PasswdFileError, PasswdFileProvider, ReloadingChain};
 pub use error::StoreError;
 
+use crate::buffer_pool::BufferPool;
 use crate::options::{MountOptions, MountSource};
 
 /// Characters escaped in `x-amz-copy-source` (everything but unreserved characters and `/`).
@@ -38,6 +39,17 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// Standard headers saying how an object's content is to be served, which S3 keeps beside
+/// `Content-Type`. A copy with `REPLACE` (a chmod) or a new PUT of the content would drop them,
+/// so every rewrite of an existing object sends back the ones it had.
+pub const CONTENT_HEADERS: [&str; 5] = [
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+];
 
 /// What a HEAD (or a LIST entry) tells about one object.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +66,8 @@ pub struct ObjectInfo {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*`), names lower-cased without the prefix (HEAD only).
     pub metadata: HashMap<String, String>,
+    /// The [`CONTENT_HEADERS`] it has, in that order (HEAD only).
+    pub content_headers: Vec<(String, String)>,
 }
 
 /// One page of a delimited listing.
@@ -74,6 +88,8 @@ pub struct PutOptions {
     pub content_type: String,
     /// User metadata, names without the `x-amz-meta-` prefix.
     pub metadata: HashMap<String, String>,
+    /// [`CONTENT_HEADERS`] kept from the object this one replaces or copies.
+    pub content_headers: Vec<(String, String)>,
 }
 
 /// Server-side encryption asked for on every upload and copy.
@@ -150,6 +166,8 @@ pub struct ObjectStore {
     lean: Option<std::sync::Arc<lean::LeanClient>>,
     /// Largest object copied with one CopyObject; larger ones are copied in parts.
     single_copy_limit: u64,
+    /// Recycled buffers for the bodies of upload parts.
+    buffers: std::sync::Arc<BufferPool>,
 }
 
 /// An HTTPS client that trusts the system roots plus the PEM certificates in `path`.
@@ -206,6 +224,27 @@ macro_rules! write_headers {
             None => {}
         }
         req
+    }};
+}
+
+/// Sets the [`CONTENT_HEADERS`] of `$put` on an SDK request (PutObject, CreateMultipartUpload,
+/// CopyObject); an `Expires` that is not an HTTP date is left out, as S3 would ignore it.
+macro_rules! content_headers {
+    ($req:expr, $put:expr) => {{
+        let get = |name: &str| {
+            $put.content_headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        $req.set_cache_control(get("cache-control"))
+            .set_content_disposition(get("content-disposition"))
+            .set_content_encoding(get("content-encoding"))
+            .set_content_language(get("content-language"))
+            .set_expires(get("expires").and_then(|v| {
+                aws_smithy_types::DateTime::from_str(v.trim(), aws_smithy_types::date_time::Format::HttpDate)
+                    .ok()
+            }))
     }};
 }
 
@@ -285,6 +324,10 @@ impl ObjectStore {
             format!("https://s3.{region}.amazonaws.com")
         });
         let config = builder.build();
+        // Parts read back from spill files wait here for the next part: up to a quarter of
+        // max_memory (32 MiB by default, three 10 MiB parts).
+        let buffers = BufferPool::new((opts.max_memory / 4).try_into().unwrap_or(usize::MAX));
+        buffers.spawn_trimmer();
         let lean = match (shared.credentials_provider(), config.region()) {
             (Some(credentials), Some(region)) if !opts.sdk_only => {
                 let ca_pem = match &opts.ca_bundle {
@@ -324,6 +367,7 @@ impl ObjectStore {
                 (None, false) => None,
             },
             pending_aborts: Default::default(),
+            buffers,
             single_copy_limit: opts.singlepart_copy_limit.unwrap_or_else(|| {
                 // OSS refuses CopyObject past 1 GiB (S3 past 5 GiB).
                 let oss = opts
@@ -347,6 +391,11 @@ impl ObjectStore {
     /// The endpoint URL, for messages.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The mount's recycled buffers for upload parts.
+    pub fn buffers(&self) -> &std::sync::Arc<BufferPool> {
+        &self.buffers
     }
 
     fn err<E>(
@@ -425,6 +474,17 @@ impl ObjectStore {
                             .collect()
                     })
                     .unwrap_or_default(),
+                content_headers: CONTENT_HEADERS
+                    .iter()
+                    .zip([
+                        out.cache_control(),
+                        out.content_disposition(),
+                        out.content_encoding(),
+                        out.content_language(),
+                        out.expires_string(),
+                    ])
+                    .filter_map(|(name, value)| Some((name.to_string(), value?.to_string())))
+                    .collect(),
             })),
             Err(e) => {
                 let e = self.err(e, "HeadObject", key);
@@ -505,6 +565,7 @@ impl ObjectStore {
     /// encryption (what `write_headers!` sets on the SDK path).
     fn object_headers(&self, put: &PutOptions) -> Vec<(String, String)> {
         let mut h = vec![("content-type".to_string(), put.content_type.clone())];
+        h.extend(put.content_headers.iter().cloned());
         h.extend(
             put.metadata
                 .iter()
@@ -735,7 +796,7 @@ impl ObjectStore {
                 .await?;
             return Ok(lean::header(&r.headers, "etag"));
         }
-        let req = write_headers!(self.client.put_object(), self);
+        let req = content_headers!(write_headers!(self.client.put_object(), self), opts);
         let out = req
             .bucket(&self.bucket)
             .key(key)
@@ -751,7 +812,7 @@ impl ObjectStore {
 
     /// Starts a multipart upload; returns its id.
     pub async fn create_multipart(&self, key: &str, opts: &PutOptions) -> Result<String, StoreError> {
-        let req = write_headers!(self.client.create_multipart_upload(), self);
+        let req = content_headers!(write_headers!(self.client.create_multipart_upload(), self), opts);
         let out = req
             .bucket(&self.bucket)
             .key(key)
@@ -875,7 +936,7 @@ impl ObjectStore {
         if let Some(lean) = &self.lean {
             return self.copy_lean(lean, src, dst, Some(put), if_match).await;
         }
-        let req = write_headers!(self.client.copy_object(), self);
+        let req = content_headers!(write_headers!(self.client.copy_object(), self), put);
         let out = req
             .bucket(&self.bucket)
             .key(dst)
@@ -1051,6 +1112,7 @@ impl ObjectStore {
                     .content_type
                     .unwrap_or_else(|| "application/octet-stream".into()),
                 metadata: info.metadata,
+                content_headers: info.content_headers,
             };
             self.copy_in_parts(src, dst, &put, info.etag.as_deref()).await?;
             return Ok(());
