@@ -62,9 +62,8 @@ impl BufferPool {
     }
 
     /// An empty buffer with room for at least `len` bytes: the smallest recycled one of at most
-    /// a quarter more when there is one (so a buffer holds little more memory than its user
-    /// counts, e.g. against the read-ahead budget), else a new one. Buffers under
-    /// [`MIN_POOLED`] are not recycled.
+    /// a quarter more when there is one (so a buffer holds little more memory than asked for),
+    /// else a new one. Buffers under [`MIN_POOLED`] are not recycled.
     pub fn take(self: &Arc<Self>, len: usize) -> PooledBuffer {
         if len < MIN_POOLED {
             return PooledBuffer::unpooled(len);
@@ -118,10 +117,14 @@ impl BufferPool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Trims the pool every [`IDLE_KEEP`] for as long as it exists (needs a tokio runtime).
+    /// Trims the pool every [`IDLE_KEEP`] for as long as it exists, on the current tokio
+    /// runtime (without one, unused buffers are freed only when the next one comes back).
     pub fn spawn_trimmer(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut tick = tokio::time::interval(IDLE_KEEP);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -658,7 +658,6 @@ fn serving_headers_stay_through_metadata_changes_rewrites_and_renames() {
 
 fn serving_headers_stay(extra: &[&str]) {
     let bucket = block_on(new_bucket("servehdrs"));
-    let expires = aws_sdk_s3::primitives::DateTime::from_secs(2_000_000_000);
     let served = [
         Some("public, max-age=300".to_string()),
         Some("attachment; filename=\"report.txt\"".to_string()),
@@ -666,24 +665,39 @@ fn serving_headers_stay(extra: &[&str]) {
         Some("de-CH".to_string()),
         Some("Wed, 18 May 2033 03:33:20 GMT".to_string()),
     ];
-    let big = pattern(12 << 20, 3);
-    block_on(async {
-        let c = s3_client().await;
-        for (key, body) in [("page.gz", &b"compressed"[..]), ("dir/big", &big[..])] {
-            c.put_object()
+    // What another tool sets when it replaces an object behind the mount's back.
+    let others = [
+        Some("no-store".to_string()),
+        None,
+        None,
+        Some("fr".to_string()),
+        None,
+    ];
+    let put = |key: &str, body: &[u8], h: &[Option<String>; 5]| {
+        block_on(async {
+            s3_client()
+                .await
+                .put_object()
                 .bucket(&bucket)
                 .key(key)
                 .body(ByteStream::from(body.to_vec()))
-                .cache_control("public, max-age=300")
-                .content_disposition("attachment; filename=\"report.txt\"")
-                .content_encoding("gzip")
-                .content_language("de-CH")
-                .expires(expires)
+                .set_cache_control(h[0].clone())
+                .set_content_disposition(h[1].clone())
+                .set_content_encoding(h[2].clone())
+                .set_content_language(h[3].clone())
+                .set_expires(
+                    h[4].as_ref()
+                        .map(|_| aws_sdk_s3::primitives::DateTime::from_secs(2_000_000_000)),
+                )
                 .send()
                 .await
-                .expect("PutObject");
-        }
-    });
+                .expect("PutObject")
+        });
+    };
+    let big = pattern(12 << 20, 3);
+    put("page.gz", b"compressed", &served);
+    put("dir/", b"", &served);
+    put("dir/big", &big, &served);
     let headers = |key: &str| {
         let h = block_on(head(&bucket, key));
         [
@@ -720,8 +734,25 @@ fn serving_headers_stay(extra: &[&str]) {
     fs::rename(&page, p.join("moved.gz")).unwrap();
     assert_eq!(headers("moved.gz"), served, "after a rename");
 
+    // Replaced by another tool after the mount read it: the guarded copy of a chmod is refused,
+    // and the chmod is made again on top of the new object, with its headers; the file then
+    // carries those.
+    put("moved.gz", b"other content", &others);
+    fs::set_permissions(p.join("moved.gz"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        headers("moved.gz"),
+        others,
+        "after a chmod of the replaced object"
+    );
+    assert!(
+        block_on(async { get_object(&s3_client().await, &bucket, "moved.gz").await }) == b"other content"
+    );
+    fs::rename(p.join("moved.gz"), p.join("again.gz")).unwrap();
+    assert_eq!(headers("again.gz"), others, "the file took the new headers");
+
     // Past the single-copy limit every copy is made in parts.
-    fs::set_permissions(p.join("dir/big"), fs::Permissions::from_mode(0o600)).unwrap();
+    let big_path = p.join("dir/big");
+    fs::set_permissions(&big_path, fs::Permissions::from_mode(0o600)).unwrap();
     assert!(
         block_on(head(&bucket, "dir/big"))
             .e_tag()
@@ -730,10 +761,26 @@ fn serving_headers_stay(extra: &[&str]) {
         "a chmod copied in parts"
     );
     assert_eq!(headers("dir/big"), served, "after a chmod in parts");
+    // New content written in order is a multipart upload.
+    let newer = pattern(12 << 20, 4);
+    fs::write(&big_path, &newer).unwrap();
+    assert!(
+        block_on(head(&bucket, "dir/big"))
+            .e_tag()
+            .unwrap_or_default()
+            .ends_with("-3\""),
+        "the new content was uploaded in parts"
+    );
+    assert_eq!(headers("dir/big"), served, "after a new content in parts");
     fs::rename(p.join("dir"), p.join("dir2")).unwrap();
-    assert_eq!(keys(&bucket, ""), ["dir2/big", "moved.gz"]);
+    assert_eq!(keys(&bucket, ""), ["again.gz", "dir2/", "dir2/big"]);
+    assert_eq!(
+        headers("dir2/"),
+        served,
+        "the directory's marker after its rename"
+    );
     assert_eq!(headers("dir2/big"), served, "after a directory rename in parts");
-    assert!(block_on(async { get_object(&s3_client().await, &bucket, "dir2/big").await }) == big);
+    assert!(block_on(async { get_object(&s3_client().await, &bucket, "dir2/big").await }) == newer);
     m.unmount();
 }
 

@@ -764,7 +764,11 @@ impl S3Filesystem {
                     attr::drop_times(&mut implied);
                 }
                 match streamed {
-                    Ok(etag) if sent.metadata == implied && sent.content_type == put.content_type => {
+                    Ok(etag)
+                        if sent.metadata == implied
+                            && sent.content_type == put.content_type
+                            && sent.content_headers == put.content_headers =>
+                    {
                         result = Some(Ok(etag))
                     }
                     // The attributes changed while the file was written (its mtime, at least):

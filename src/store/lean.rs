@@ -447,10 +447,7 @@ pub(super) fn object_info(key: &str, headers: &http::HeaderMap) -> super::Object
         }),
         content_type: get("content-type"),
         metadata,
-        content_headers: super::CONTENT_HEADERS
-            .iter()
-            .filter_map(|name| Some((name.to_string(), get(name)?)))
-            .collect(),
+        content_headers: super::content_headers_from(get),
     }
 }
 
@@ -520,7 +517,27 @@ mod tests {
         h.insert("content-type", "text/plain".parse().unwrap());
         h.insert("x-amz-meta-mode", "33188".parse().unwrap());
         h.insert("X-Amz-Meta-UID", "1000".parse().unwrap());
+        h.insert("cache-control", "no-cache".parse().unwrap());
+        h.insert("content-encoding", "aws-chunked, gzip".parse().unwrap());
+        h.insert("expires", "0".parse().unwrap());
         let o = object_info("d/k", &h);
+        let served = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(
+            o.content_headers,
+            served(&[
+                ("cache-control", "no-cache"),
+                ("content-encoding", "gzip"),
+                ("expires", "0")
+            ]),
+            "how the upload was sent (aws-chunked) is not kept"
+        );
+        h.insert("content-encoding", "aws-chunked".parse().unwrap());
+        assert_eq!(
+            object_info("d/k", &h).content_headers,
+            served(&[("cache-control", "no-cache"), ("expires", "0")])
+        );
         assert_eq!((o.key.as_str(), o.size), ("d/k", 1234));
         assert_eq!(o.etag.as_deref(), Some("\"abc\""));
         assert_eq!(o.content_type.as_deref(), Some("text/plain"));

@@ -51,6 +51,28 @@ pub const CONTENT_HEADERS: [&str; 5] = [
     "expires",
 ];
 
+/// The [`CONTENT_HEADERS`] among an object's headers (`header` looks one up by lower-case
+/// name). An `aws-chunked` content encoding says how an upload was sent, not what the content
+/// is; a server that kept it would try to decode a rewrite's plain body as chunks, so it is
+/// left out.
+pub(crate) fn content_headers_from(header: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    CONTENT_HEADERS
+        .iter()
+        .filter_map(|&name| {
+            let mut value = header(name)?;
+            if name == "content-encoding" {
+                value = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            }
+            (!value.is_empty()).then(|| (name.to_string(), value))
+        })
+        .collect()
+}
+
 /// What a HEAD (or a LIST entry) tells about one object.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectInfo {
@@ -228,7 +250,8 @@ macro_rules! write_headers {
 }
 
 /// Sets the [`CONTENT_HEADERS`] of `$put` on an SDK request (PutObject, CreateMultipartUpload,
-/// CopyObject); an `Expires` that is not an HTTP date is left out, as S3 would ignore it.
+/// CopyObject). The SDK takes `Expires` only as a date; a stored value that is not one (`0`,
+/// `-1`) means "already expired" to HTTP caches, and is sent as the epoch, which means the same.
 macro_rules! content_headers {
     ($req:expr, $put:expr) => {{
         let get = |name: &str| {
@@ -241,9 +264,9 @@ macro_rules! content_headers {
             .set_content_disposition(get("content-disposition"))
             .set_content_encoding(get("content-encoding"))
             .set_content_language(get("content-language"))
-            .set_expires(get("expires").and_then(|v| {
+            .set_expires(get("expires").map(|v| {
                 aws_smithy_types::DateTime::from_str(v.trim(), aws_smithy_types::date_time::Format::HttpDate)
-                    .ok()
+                    .unwrap_or(aws_smithy_types::DateTime::from_secs(0))
             }))
     }};
 }
@@ -474,17 +497,17 @@ impl ObjectStore {
                             .collect()
                     })
                     .unwrap_or_default(),
-                content_headers: CONTENT_HEADERS
-                    .iter()
-                    .zip([
-                        out.cache_control(),
-                        out.content_disposition(),
-                        out.content_encoding(),
-                        out.content_language(),
-                        out.expires_string(),
-                    ])
-                    .filter_map(|(name, value)| Some((name.to_string(), value?.to_string())))
-                    .collect(),
+                content_headers: content_headers_from(|name| {
+                    match name {
+                        "cache-control" => out.cache_control(),
+                        "content-disposition" => out.content_disposition(),
+                        "content-encoding" => out.content_encoding(),
+                        "content-language" => out.content_language(),
+                        "expires" => out.expires_string(),
+                        _ => None,
+                    }
+                    .map(str::to_string)
+                }),
             })),
             Err(e) => {
                 let e = self.err(e, "HeadObject", key);
