@@ -20,7 +20,7 @@ pub const MIN_POOLED: usize = 64 * 1024;
 /// How long an unused buffer is kept.
 pub const IDLE_KEEP: Duration = Duration::from_secs(1);
 
-/// A bounded set of unused large buffers, shared by every reader and uploader of a mount.
+/// A bounded set of unused large buffers, shared by every upload of a mount.
 #[derive(Debug)]
 pub struct BufferPool {
     max_idle: usize,

@@ -38,6 +38,14 @@ async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::He
         .expect("HeadObject")
 }
 
+/// The ETag of `key` as S3 reports it (quoted; a multipart one ends in `-<parts>"`).
+fn etag(bucket: &str, key: &str) -> String {
+    block_on(head(bucket, key))
+        .e_tag()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
     let (f, t) = (cpath(from), cpath(to));
     // SAFETY: valid NUL-terminated paths.
@@ -572,12 +580,7 @@ fn objects_past_the_single_copy_limit_are_copied_in_parts() {
     put_objects(&bucket, &[("big", &big), ("small", b"tiny")]);
     let m = Mount::mount(&bucket, &["singlepart_copy_limit=5", "multipart_size=5"]);
     let p = m.path();
-    let etag = |key: &str| {
-        block_on(head(&bucket, key))
-            .e_tag()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let etag = |key: &str| etag(&bucket, key);
     let mode = |key: &str| {
         let h = block_on(head(&bucket, key));
         h.metadata().and_then(|m| m.get("mode")).cloned()
@@ -754,10 +757,7 @@ fn serving_headers_stay(extra: &[&str]) {
     let big_path = p.join("dir/big");
     fs::set_permissions(&big_path, fs::Permissions::from_mode(0o600)).unwrap();
     assert!(
-        block_on(head(&bucket, "dir/big"))
-            .e_tag()
-            .unwrap_or_default()
-            .ends_with("-3\""),
+        etag(&bucket, "dir/big").ends_with("-3\""),
         "a chmod copied in parts"
     );
     assert_eq!(headers("dir/big"), served, "after a chmod in parts");
@@ -765,10 +765,7 @@ fn serving_headers_stay(extra: &[&str]) {
     let newer = pattern(12 << 20, 4);
     fs::write(&big_path, &newer).unwrap();
     assert!(
-        block_on(head(&bucket, "dir/big"))
-            .e_tag()
-            .unwrap_or_default()
-            .ends_with("-3\""),
+        etag(&bucket, "dir/big").ends_with("-3\""),
         "the new content was uploaded in parts"
     );
     assert_eq!(headers("dir/big"), served, "after a new content in parts");
