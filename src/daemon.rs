@@ -18,7 +18,7 @@ use std::time::Duration;
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::filesystem::S3Filesystem;
-use crate::fuse_adapter::FuseAdapter;
+use crate::fuse_adapter::{FuseAdapter, KernelNotifier};
 use crate::logging::{self, LogTarget};
 use crate::options::{MountOptions, MountSource};
 use crate::store::ObjectStore;
@@ -581,6 +581,7 @@ pub fn run(mut req: MountRequest) -> i32 {
             return 1;
         }
     };
+    fs.set_kernel_cache(Box::new(KernelNotifier(session.notifier())));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
     let session_thread = std::thread::Builder::new()
         .name("fuse-session".into())

@@ -28,6 +28,25 @@ use crate::attr::NodeKind;
 use crate::filesystem::{AttrChange, Caller, FsResult, S3Filesystem, Stat, XattrReply};
 use crate::metrics::{self, CALLER_PID};
 
+/// The kernel's caches of the mount, reached through the FUSE session's notifications.
+pub struct KernelNotifier(pub fuser::Notifier);
+
+impl crate::filesystem::KernelCache for KernelNotifier {
+    fn forget_inode(&self, ino: u64) {
+        // Offset 0, length 0: the attributes and every page. An inode the kernel no longer
+        // holds is ENOENT, which leaves nothing to drop.
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
+            tracing::debug!(ino, "kernel inode invalidation: {e}");
+        }
+    }
+
+    fn forget_entry(&self, parent: u64, name: &OsStr) {
+        if let Err(e) = self.0.inval_entry(INodeNo(parent), name) {
+            tracing::debug!(parent, ?name, "kernel entry invalidation: {e}");
+        }
+    }
+}
+
 /// The `fuser::Filesystem` implementation.
 pub struct FuseAdapter {
     fs: Arc<S3Filesystem>,

@@ -1459,3 +1459,280 @@ fn storage_class_and_encryption_travel_with_every_write_including_metadata_copie
     );
     m.m.unmount();
 }
+
+// ---------------------------------------------------------------------------------------------
+// unlink and rename while the close of a new file is uploading it
+// ---------------------------------------------------------------------------------------------
+
+/// Writes a new file `rel` and closes it on another thread with the answer to its PUT held back;
+/// once the PUT has reached the server, runs `op` (which waits for the upload); returns what
+/// the close returned.
+fn during_the_put_of_a_new_file(
+    proxy: &FaultProxy,
+    m: &FMount,
+    rel: &str,
+    content: &[u8],
+    op: impl FnOnce(),
+) -> Outcome {
+    let put = Match::put_object().path(&format!("/{rel}"));
+    let before = proxy.count(&put);
+    proxy.set(Fault::delay(Duration::from_millis(1500)).on(put.clone()).times(1));
+    let mut f = fs::File::create(m.path().join(rel)).unwrap();
+    f.write_all(content).unwrap();
+    let closer = thread::spawn(move || close_file(f));
+    assert!(
+        proxy.wait_for(&put, before + 1, Duration::from_secs(10)),
+        "the close of {rel} sent no PUT"
+    );
+    op();
+    let closed = closer.join().unwrap();
+    proxy.clear();
+    closed
+}
+
+#[test]
+fn unlink_or_rename_while_a_new_file_uploads_acts_on_the_uploaded_object() {
+    let bucket = block_on(new_bucket("close-race"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let d = m.path().join("d");
+    fs::create_dir(&d).unwrap();
+
+    // rm while the close uploads: the object the close stored is deleted.
+    let closed = during_the_put_of_a_new_file(&proxy, &m, "d/gone", b"soon gone", || {
+        fs::remove_file(d.join("gone")).unwrap()
+    });
+    record("PUT held back 1.5s", "rm during close", &closed.label());
+    assert_eq!(closed, Outcome::Ok);
+    assert_eq!(
+        block_on(get_opt(&bucket, "d/gone")),
+        None,
+        "rm returned 0, but the object uploaded by the close stayed"
+    );
+    assert_eq!(errno_of(fs::metadata(d.join("gone"))), libc::ENOENT);
+
+    // mv while the close uploads: only the new name holds the data.
+    let closed = during_the_put_of_a_new_file(&proxy, &m, "d/tmp", b"final content", || {
+        fs::rename(d.join("tmp"), d.join("final")).unwrap()
+    });
+    record("PUT held back 1.5s", "mv during close", &closed.label());
+    assert_eq!(closed, Outcome::Ok);
+    assert_eq!(
+        block_on(get_opt(&bucket, "d/final")).as_deref(),
+        Some(&b"final content"[..])
+    );
+    assert_eq!(
+        block_on(get_opt(&bucket, "d/tmp")),
+        None,
+        "mv returned 0, but the old name uploaded by the close stayed"
+    );
+    assert_eq!(fs::read(d.join("final")).unwrap(), b"final content");
+    m.unmount();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A directory rename onto an empty directory that fails
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_failed_rename_onto_an_empty_directory_leaves_that_directory() {
+    let bucket = block_on(new_bucket("rename-onto"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let p = m.path();
+    fs::create_dir(p.join("src")).unwrap();
+    fs::write(p.join("src/a"), b"a").unwrap();
+    fs::create_dir(p.join("target")).unwrap();
+    fs::set_permissions(p.join("target"), fs::Permissions::from_mode(0o750)).unwrap();
+    proxy.set(Fault::error500().on(Match::copy_object()));
+    let renamed = Outcome::of(fs::rename(p.join("src"), p.join("target")));
+    record("500 on every copy", "mv dir onto empty dir", &renamed.label());
+    assert_ne!(
+        renamed,
+        Outcome::Ok,
+        "the rename succeeded although no copy could"
+    );
+    proxy.clear();
+    let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert!(
+        keys.contains(&"target/".to_string()),
+        "the failed rename deleted the directory it was to replace: {keys:?}"
+    );
+    let meta = fs::metadata(p.join("target")).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(fs::read(p.join("src/a")).unwrap(), b"a");
+    // Healed: the same rename replaces it, and its marker now carries the moved directory's mode.
+    fs::rename(p.join("src"), p.join("target")).unwrap();
+    assert_eq!(fs::read(p.join("target/a")).unwrap(), b"a");
+    assert_eq!(
+        block_on(async { list_keys(&s3_client().await, &bucket, "").await }),
+        vec!["target/".to_string(), "target/a".to_string()]
+    );
+    assert_eq!(
+        block_on(mode_metadata(&bucket, "target/")).map(|m| m & 0o7777),
+        Some(fs::metadata(p.join("target")).unwrap().permissions().mode() & 0o7777)
+    );
+    m.unmount();
+}
+
+// ---------------------------------------------------------------------------------------------
+// After an upload failed for good, the mount shows what the bucket holds
+// ---------------------------------------------------------------------------------------------
+
+/// Polls until `f` holds (a stat of a path through the mount, say).
+fn eventually<T: PartialEq + std::fmt::Debug>(what: &str, want: T, mut f: impl FnMut() -> T) {
+    let start = Instant::now();
+    loop {
+        let got = f();
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: still {got:?}, not {want:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn after_a_lost_upload_the_mount_shows_and_builds_on_what_the_bucket_holds() {
+    let bucket = block_on(new_bucket("lost-upload"));
+    block_on(put(&bucket, "t", vec![b'A'; 100]));
+    block_on(put(&bucket, "w", vec![b'B'; 100]));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let p = m.path();
+    assert_eq!(fs::metadata(p.join("t")).unwrap().len(), 100);
+    assert_eq!(fs::read(p.join("w")).unwrap(), vec![b'B'; 100]);
+    proxy.set(Fault::error500().on(Match::put_object()));
+
+    // truncate(2) by path uploads at once; it fails, and the file stays as stored.
+    let c_path = std::ffi::CString::new(p.join("t").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; truncate only reads it.
+    let truncated = if unsafe { libc::truncate(c_path.as_ptr(), 0) } == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    };
+    record("500 on every PUT", "truncate by path", &truncated.label());
+    assert_ne!(truncated, Outcome::Ok);
+
+    // New content written and closed: the close reports the loss, the release drops it.
+    let discarded = m.log_count(DISCARDED);
+    let mut f = fs::File::create(p.join("w")).unwrap();
+    f.write_all(b"new").unwrap();
+    assert_ne!(close_file(f), Outcome::Ok);
+    // A new file whose content was never stored.
+    let mut f = fs::File::create(p.join("fresh")).unwrap();
+    f.write_all(b"lost").unwrap();
+    assert_ne!(close_file(f), Outcome::Ok);
+    assert!(
+        m.wait_logs(&[DISCARDED], discarded + 1, Duration::from_secs(30)),
+        "the releases after the failed closes never finished; log:\n{}",
+        log_tail(&m)
+    );
+    proxy.clear();
+
+    // The mount (and the kernel) show the bucket again: the old sizes and content, no `fresh`.
+    eventually("size of t", 100, || {
+        fs::metadata(p.join("t")).map(|m| m.len()).unwrap_or(0)
+    });
+    eventually("size of w", 100, || {
+        fs::metadata(p.join("w")).map(|m| m.len()).unwrap_or(0)
+    });
+    assert_eq!(
+        fs::read(p.join("w")).unwrap(),
+        vec![b'B'; 100],
+        "the lost content is still shown"
+    );
+    eventually("fresh gone", Some(libc::ENOENT), || {
+        fs::metadata(p.join("fresh")).err().and_then(|e| e.raw_os_error())
+    });
+    assert_eq!(names_in(p), vec!["t", "w"]);
+
+    // Appends build on the stored content, not on the lost sizes.
+    for (name, add) in [("t", b"+t".as_slice()), ("w", b"+w".as_slice())] {
+        let mut f = fs::OpenOptions::new().append(true).open(p.join(name)).unwrap();
+        f.write_all(add).unwrap();
+        assert_eq!(close_file(f), Outcome::Ok);
+    }
+    let mut t = vec![b'A'; 100];
+    t.extend_from_slice(b"+t");
+    let mut w = vec![b'B'; 100];
+    w.extend_from_slice(b"+w");
+    assert_eq!(block_on(get_opt(&bucket, "t")), Some(t.clone()));
+    assert_eq!(block_on(get_opt(&bucket, "w")), Some(w.clone()));
+    assert_eq!(fs::read(p.join("t")).unwrap(), t);
+    assert_eq!(fs::read(p.join("w")).unwrap(), w);
+    fs::write(p.join("fresh"), b"stored now").unwrap();
+    assert_eq!(
+        block_on(get_opt(&bucket, "fresh")).as_deref(),
+        Some(&b"stored now"[..])
+    );
+    m.unmount();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A listing that runs while a new file's upload completes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_listing_overlapping_an_upload_is_not_taken_as_the_whole_directory() {
+    let bucket = block_on(new_bucket("list-upload"));
+    // Two listing pages: a lookup miss does not make the directory known, a full listing does.
+    block_on(async {
+        let client = s3_client().await;
+        stream_puts(
+            &client,
+            &bucket,
+            (0..1001).map(|i| format!("d/k{i:04}")).collect(),
+        )
+        .await;
+    });
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let d = m.path().join("d");
+    let mut f = fs::File::create(d.join("zz-new")).unwrap();
+    f.write_all(b"new").unwrap();
+    // `ls` starts; the answer to its second page (taken by the server before the upload) is
+    // held back while the new file's close uploads it.
+    let second_page = Match::list_objects().query("continuation-token=");
+    proxy.set(
+        Fault::delay(Duration::from_millis(1500))
+            .on(second_page.clone())
+            .times(1),
+    );
+    let lister = {
+        let d = d.clone();
+        thread::spawn(move || names_in(&d).len())
+    };
+    assert!(
+        proxy.wait_for(&second_page, 1, Duration::from_secs(10)),
+        "the listing never asked for its second page"
+    );
+    assert_eq!(close_file(f), Outcome::Ok);
+    let first = lister.join().unwrap();
+    proxy.clear();
+    assert!(first == 1001 || first == 1002, "{first} names");
+    let names = names_in(&d);
+    assert_eq!(
+        names.len(),
+        1002,
+        "a listing taken while the upload completed hides the file afterwards"
+    );
+    assert!(names.contains(&"zz-new".to_string()));
+    assert_eq!(fs::read(d.join("zz-new")).unwrap(), b"new");
+    m.unmount();
+}
+
+/// PUTs an empty object at each of `keys`, 16 at a time.
+async fn stream_puts(client: &aws_sdk_s3::Client, bucket: &str, keys: Vec<String>) {
+    use futures::stream::{self, StreamExt};
+    stream::iter(keys)
+        .for_each_concurrent(16, |key| async move {
+            put_object(client, bucket, &key, Vec::new()).await
+        })
+        .await;
+}

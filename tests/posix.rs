@@ -466,6 +466,73 @@ fn unlinked_open_files_keep_working_and_leave_nothing_behind() {
         "nothing left behind (no .fuse_hidden objects)"
     );
     assert!(fs::read_dir(m.path()).unwrap().next().is_none());
+
+    // Written large after its name is gone (truncated first, as a writer starting over does):
+    // no multipart upload is started for it, nor left behind.
+    let p = m.path().join("streamed");
+    let mut w = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
+    fs::remove_file(&p).unwrap();
+    w.set_len(0).unwrap();
+    let chunk = pattern(1 << 20, 3);
+    for _ in 0..30 {
+        w.write_all(&chunk).unwrap();
+    }
+    let mut back = vec![0u8; chunk.len()];
+    w.read_exact_at(&mut back, 29 << 20).unwrap();
+    assert_eq!(back, chunk);
+    drop(w);
+    assert_eq!(
+        pending_uploads(&bucket),
+        0,
+        "an upload of an unlinked file was left behind"
+    );
+    assert!(keys(&bucket, "").is_empty());
+    m.unmount();
+}
+
+/// A name this mount removed, renamed away or turned into a file is not brought back as a
+/// directory by what an earlier listing of its parent said it was.
+#[test]
+fn an_earlier_listing_does_not_bring_back_a_removed_directory() {
+    let bucket = block_on(new_bucket("listhint"));
+    // Without the negative cache every lookup of a missing name asks the bucket.
+    let m = Mount::mount(&bucket, &["disable_noobj_cache"]);
+    let p = m.path().join("p");
+    for d in ["x", "y", "z"] {
+        fs::create_dir_all(p.join(d)).unwrap();
+    }
+    fs::write(p.join("f"), b"f").unwrap();
+    assert_eq!(names_in(&p), vec!["f", "x", "y", "z"]);
+    fs::remove_dir(p.join("x")).unwrap();
+    assert_eq!(
+        errno_of(fs::metadata(p.join("x"))),
+        libc::ENOENT,
+        "rmdir'd, then found again"
+    );
+    fs::create_dir(p.join("x")).unwrap();
+    fs::rename(p.join("y"), p.join("moved")).unwrap();
+    assert_eq!(
+        errno_of(fs::metadata(p.join("y"))),
+        libc::ENOENT,
+        "renamed away, then found again"
+    );
+    fs::remove_dir(p.join("z")).unwrap();
+    fs::write(p.join("z"), b"now a file").unwrap();
+    // The kernel forgets its entries: the mount resolves the names again.
+    fs::write("/proc/sys/vm/drop_caches", "2").expect("drop caches (tests run as root)");
+    assert!(
+        fs::metadata(p.join("z")).unwrap().is_file(),
+        "a file where a listed directory was"
+    );
+    assert_eq!(fs::read(p.join("z")).unwrap(), b"now a file");
+    assert_eq!(errno_of(fs::metadata(p.join("y"))), libc::ENOENT);
+    assert_eq!(names_in(&p), vec!["f", "moved", "x", "z"]);
     m.unmount();
 }
 

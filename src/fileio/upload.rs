@@ -7,7 +7,31 @@
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::Staging;
-use crate::store::{ObjectStore, PutOptions, StoreError};
+use crate::store::{ObjectStore, PutOptions, StoreError, MAX_PARTS};
+
+/// Largest part S3 accepts.
+const MAX_PART: u64 = 5 << 30;
+/// Parts a streamed upload sends at one part size before the size doubles.
+const PARTS_PER_SIZE: u64 = 1_000;
+
+/// Part size for uploading `len` bytes at once: `base`, or more (whole MiB) when `len` would
+/// need more than S3's 10,000 parts of `base`.
+fn whole_part_size(len: u64, base: u64) -> u64 {
+    base.max(len.div_ceil(MAX_PARTS).next_multiple_of(1 << 20))
+}
+
+/// Byte range of part `n` (from 0) of a streamed upload, whose size is not known while it is
+/// sent: `base` bytes for the first [`PARTS_PER_SIZE`] parts, then twice that for as many, and
+/// so on up to S3's 5 GiB. The 10,000 parts S3 allows then hold any object it accepts (its
+/// 5 TiB from parts of 10 MiB, the default, up; 97.5% of that from 5 MiB parts), while a file
+/// under 1,000 parts (10 GB by default) only ever sends parts of `base`.
+fn streamed_part(n: u64, base: u64) -> (u64, u64) {
+    let size_at = |block: u64| base.saturating_mul(1 << block.min(32)).min(MAX_PART).max(base);
+    let block = n / PARTS_PER_SIZE;
+    let start =
+        (0..block).map(|b| PARTS_PER_SIZE * size_at(b)).sum::<u64>() + (n % PARTS_PER_SIZE) * size_at(block);
+    (start, start + size_at(block))
+}
 
 /// Uploads `staging` as `key`; returns the new ETag.
 pub async fn upload(
@@ -25,6 +49,7 @@ pub async fn upload(
             .map_err(|e| StoreError::local("PutObject", key, e))?;
         return store.put(key, body, put).await;
     }
+    let part_size = whole_part_size(len, part_size);
     let upload_id = store.create_multipart(key, put).await?;
     let parts = len.div_ceil(part_size);
     let result: Result<Vec<(i32, String)>, StoreError> = stream::iter(0..parts)
@@ -120,7 +145,7 @@ impl StreamingUpload {
 
     /// Bytes already handed to part uploads.
     pub fn covered(&self) -> u64 {
-        self.parts_started * self.part_size
+        streamed_part(self.parts_started, self.part_size).0
     }
 
     /// Bytes of uploaded parts already moved out of the page cache.
@@ -145,13 +170,17 @@ impl StreamingUpload {
         store: &std::sync::Arc<ObjectStore>,
         staging: &Staging,
     ) -> Result<(), StoreError> {
-        while (self.parts_started + 1) * self.part_size <= staging.len() {
+        loop {
+            let (start, end) = streamed_part(self.parts_started, self.part_size);
+            // The last part S3 allows is left for `finish`, which sends whatever remains.
+            if end > staging.len() || self.parts_started + 1 >= MAX_PARTS {
+                return Ok(());
+            }
             while self.inflight.len() >= self.parallel {
                 self.reap_one().await?;
             }
-            let start = self.parts_started * self.part_size;
             let source = staging
-                .part_source(start, start + self.part_size, store.buffers())
+                .part_source(start, end, store.buffers())
                 .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
             self.parts_started += 1;
             let number = self.parts_started as i32;
@@ -180,7 +209,6 @@ impl StreamingUpload {
                 Ok((number, etag))
             }));
         }
-        Ok(())
     }
 
     /// Sends the rest of `staging` as the last part and completes the upload.
@@ -223,5 +251,50 @@ impl StreamingUpload {
             task.abort();
         }
         abort(store, &self.key, &self.upload_id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{streamed_part, whole_part_size, MAX_PART, MAX_PARTS};
+
+    const MIB: u64 = 1 << 20;
+    /// The largest object S3 stores.
+    const MAX_OBJECT: u64 = 5 << 40;
+
+    #[test]
+    fn whole_uploads_fit_the_part_count() {
+        assert_eq!(whole_part_size(100 * MIB, 10 * MIB), 10 * MIB);
+        assert_eq!(whole_part_size(10_000 * 10 * MIB, 10 * MIB), 10 * MIB);
+        for len in [10_000 * 10 * MIB + 1, 200 << 30, MAX_OBJECT] {
+            let part = whole_part_size(len, 10 * MIB);
+            assert!(len.div_ceil(part) <= MAX_PARTS, "{len}: {part}");
+            assert!(part <= MAX_PART && part.is_multiple_of(MIB), "{len}: {part}");
+        }
+    }
+
+    #[test]
+    fn streamed_parts_are_contiguous_and_reach_the_largest_object() {
+        for base in [5 * MIB, 10 * MIB, 64 * MIB] {
+            let mut end = 0;
+            for n in 0..MAX_PARTS {
+                let (s, e) = streamed_part(n, base);
+                assert_eq!(s, end, "part {n} of {base}");
+                assert!(e - s >= base && e - s <= MAX_PART.max(base), "part {n} of {base}");
+                if n < 1_000 {
+                    assert_eq!(e - s, base, "the first 1,000 parts keep the base size");
+                }
+                end = e;
+            }
+            // 9,999 full parts and the remainder (up to 5 GiB): S3's largest object from
+            // parts of 10 MiB up, 97.5% of it from S3's smallest parts (5 MiB).
+            let reach = streamed_part(MAX_PARTS - 1, base).0 + MAX_PART;
+            let wanted = if base >= 10 * MIB {
+                MAX_OBJECT
+            } else {
+                MAX_OBJECT / 40 * 39
+            };
+            assert!(reach >= wanted, "{base}: {reach}");
+        }
     }
 }

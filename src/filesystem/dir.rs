@@ -293,15 +293,21 @@ impl S3Filesystem {
         let mut sent = 0usize;
         loop {
             let mut batch = Vec::with_capacity(PLUS_BATCH);
-            self.readdir_locked(&handle, i as u64, |e, _| {
-                batch.push(e.clone());
-                batch.len() == PLUS_BATCH
-            })
-            .await?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let dir_node = &self.node(dir)?;
+            let listed = self
+                .readdir_locked(&handle, i as u64, |e, _| {
+                    batch.push(e.clone());
+                    batch.len() == PLUS_BATCH
+                })
+                .await
+                .and_then(|()| self.node(dir));
+            let dir_node = &match listed {
+                Ok(node) if !batch.is_empty() => node,
+                Ok(_) => return Ok(()),
+                // Entries already in the reply took kernel references: it must reach the
+                // kernel (which forgets them in time); the error comes with the next call.
+                Err(_) if sent > 0 => return Ok(()),
+                Err(e) => return Err(e),
+            };
             let mut resolved = Vec::with_capacity(batch.len());
             if first_call {
                 resolved.extend(
@@ -402,7 +408,7 @@ impl S3Filesystem {
         let ino = self.place_child(parent, name, state, false);
         self.table.inc_lookup(ino);
         self.complete.mark(ino, []);
-        self.complete.added(parent, name, NodeKind::Dir);
+        self.entry_added(parent, name, NodeKind::Dir);
         self.touch_dir(parent);
         Ok(self.stat_of(&self.node(ino)?))
     }
@@ -435,7 +441,7 @@ impl S3Filesystem {
         self.delete_legacy_marker(&path, node.state.dir_marker.as_deref())
             .await?;
         self.table.unlink_child(parent, name);
-        self.complete.removed(parent, name);
+        self.entry_removed(parent, name);
         self.complete.forget(node.ino);
         self.cache.put_absent(&path);
         self.touch_dir(parent);

@@ -113,12 +113,40 @@ impl S3Filesystem {
             }
         };
         if let (true, Some(d)) = (last, d) {
-            if d.dirty {
-                tracing::error!(ino, "discarding staged data that could not be uploaded");
-            }
+            let lost = d.dirty;
             d.staging = None;
             d.dirty = false;
+            if lost {
+                tracing::error!(ino, "discarding staged data that could not be uploaded");
+                self.forget_unstored(ino);
+            }
         }
+    }
+
+    /// Staged content that could not be uploaded was dropped: the node goes back to what the
+    /// bucket holds, in this mount and in the kernel's caches. A file never stored leaves its
+    /// directory; one stored before is read again from the bucket (the size, times and ETag in
+    /// memory were the lost version's) before anything is staged from it, and its pages in the
+    /// kernel, which held the lost content, are dropped.
+    fn forget_unstored(&self, ino: u64) {
+        let Some(node) = self.table.get(ino) else {
+            return;
+        };
+        let path = self.table.path_of(ino);
+        self.table.update(ino, |n| n.page_cache_etag = None);
+        if node.local_only {
+            if node.linked {
+                self.table.unlink_child(node.parent, &node.name);
+                self.entry_removed(node.parent, &node.name);
+                if let Some(path) = &path {
+                    self.cache.put_absent(path);
+                }
+                self.kernel_forget_entry(node.parent, &node.name);
+            }
+        } else if let Some(path) = &path {
+            self.cache.invalidate(path);
+        }
+        self.kernel_forget_inode(ino);
     }
 
     /// Inodes of the files open under the directory at `path`.
@@ -250,7 +278,19 @@ impl S3Filesystem {
         if data.staging.is_some() {
             return Ok(());
         }
-        let node = self.node(ino)?;
+        let mut node = self.node(ino)?;
+        if !node.local_only
+            && node.linked
+            && self
+                .table
+                .path_of(ino)
+                .is_some_and(|p| self.cache.get(&p).is_none())
+        {
+            // What the node says of the object is not known to be current (it expired, or the
+            // node still describes content whose upload failed): the copy starts from the object.
+            self.refresh(ino).await?;
+            node = self.node(ino)?;
+        }
         let size = node.state.attr.size;
         if node.local_only || size == 0 {
             data.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
@@ -381,7 +421,7 @@ impl S3Filesystem {
     ) -> FsResult<(Stat, u64)> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let fh = self.register_handle(ino, writable, caller.pid);
-        self.complete.added(parent, name, NodeKind::File);
+        self.entry_added(parent, name, NodeKind::File);
         self.touch_dir(parent);
         Ok((self.stat_of(&self.node(ino)?), fh))
     }
@@ -610,7 +650,10 @@ impl S3Filesystem {
             return;
         };
         if d.stream.is_none() && len >= 2 * self.cfg.part_size {
-            let Ok(node) = self.node(ino) else { return };
+            // An unlinked file's data goes nowhere: no upload to start.
+            let Some(node) = self.node(ino).ok().filter(|n| n.linked) else {
+                return;
+            };
             let Some(path) = self.table.path_of(ino) else {
                 return;
             };
@@ -722,7 +765,8 @@ impl S3Filesystem {
         }
         let node = self.node(ino)?;
         if !node.linked {
-            // Unlinked while open: the data has nowhere to go.
+            // Unlinked while open: the data has nowhere to go, nor do parts already sent.
+            self.abort_stream(&mut d).await;
             d.dirty = false;
             return Ok(());
         }
@@ -823,7 +867,12 @@ impl S3Filesystem {
                     n.state.content_type = Some(put.content_type.clone());
                     n.state.clone()
                 });
-                self.table.mark_uploaded(ino);
+                if let Some((parent, name)) = self.table.mark_uploaded(ino) {
+                    // Its directory changed as a listing sees it: one that ran during the upload
+                    // (without the object, and no longer seeing it as created here) cannot be
+                    // trusted to hold every name.
+                    self.complete.added(parent, &name, node.state.attr.kind);
+                }
                 if let Some(state) = state {
                     self.cache.put(path, state);
                 }
@@ -954,11 +1003,17 @@ impl S3Filesystem {
             }
             None => None,
         };
-        if !node.local_only {
+        // A close may have uploaded a new file while this waited for its write state: what
+        // the node says now decides whether there is an object to delete.
+        let uploaded_meanwhile = node.local_only && !self.node(node.ino)?.local_only;
+        if uploaded_meanwhile {
+            self.keep_implicit_dir(parent).await?;
+        }
+        if !node.local_only || uploaded_meanwhile {
             self.store.delete(&self.key_for_path(&path)).await?;
         }
         self.table.unlink_child(parent, name);
-        self.complete.removed(parent, name);
+        self.entry_removed(parent, name);
         drop(guard);
         self.cache.put_absent(&path);
         self.touch_dir(parent);

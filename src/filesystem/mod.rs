@@ -249,6 +249,18 @@ pub struct S3Filesystem {
     legacy_dirs: Mutex<std::collections::HashSet<String>>,
     /// Directories known from flat listings of subtrees being walked.
     subtree: Mutex<subtree::SubtreeKnowledge>,
+    /// The kernel's caches of this mount, once the FUSE session exists.
+    kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
+}
+
+/// What the kernel caches of the mount (entries, attributes, pages), for the rare change that
+/// reaches it other than as the answer to a request: the daemon hands the FUSE session's
+/// notification channel in through [`S3Filesystem::set_kernel_cache`].
+pub trait KernelCache: Send + Sync {
+    /// Drops the attributes and pages the kernel holds for inode `ino`.
+    fn forget_inode(&self, ino: u64);
+    /// Drops the kernel's entry for `name` in directory `parent`.
+    fn forget_entry(&self, parent: u64, name: &OsStr);
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -337,7 +349,43 @@ impl S3Filesystem {
             me: me.clone(),
             rt: tokio::runtime::Handle::try_current().ok(),
             read_budget: crate::fileio::ReadBudget::new(opts.max_memory),
+            kernel: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the mount to the kernel's caches (once; later calls are ignored).
+    pub fn set_kernel_cache(&self, kernel: Box<dyn KernelCache>) {
+        let _ = self.kernel.set(kernel);
+    }
+
+    /// Has the kernel drop what it caches of inode `ino`. The notification waits for the
+    /// kernel (which may wait for pages being read), so it is sent from a blocking thread.
+    fn kernel_forget_inode(&self, ino: u64) {
+        self.notify_kernel(move |k| k.forget_inode(ino));
+    }
+
+    /// Has the kernel drop its entry for `name` in `parent` (see [`Self::kernel_forget_inode`]).
+    fn kernel_forget_entry(&self, parent: u64, name: &OsStr) {
+        let name = name.to_os_string();
+        self.notify_kernel(move |k| k.forget_entry(parent, &name));
+    }
+
+    fn notify_kernel(&self, send: impl FnOnce(&dyn KernelCache) + Send + 'static) {
+        let (Some(me), Some(rt)) = (
+            self.me.upgrade(),
+            tokio::runtime::Handle::try_current()
+                .ok()
+                .or_else(|| self.rt.clone()),
+        ) else {
+            return;
+        };
+        if me.kernel.get().is_some() {
+            rt.spawn_blocking(move || {
+                if let Some(k) = me.kernel.get() {
+                    send(k.as_ref());
+                }
+            });
+        }
     }
 
     /// How long the kernel may cache entries and attributes.
@@ -568,6 +616,11 @@ impl S3Filesystem {
         if let Some(answer) = self.getattr_in_memory(ino) {
             return answer;
         }
+        self.refresh(ino).await
+    }
+
+    /// Reads a file's attributes from the bucket into its node (HEAD).
+    async fn refresh(&self, ino: u64) -> FsResult<Stat> {
         let node = self.node(ino)?;
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let key = self.key_for_path(&path);

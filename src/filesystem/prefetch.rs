@@ -105,6 +105,29 @@ impl S3Filesystem {
         }
     }
 
+    /// The mount's own change put `name` in directory `parent` (create, mkdir, rename into
+    /// it): the known contents of `parent` gain it, and what a recent listing said the name
+    /// was no longer counts.
+    pub(super) fn entry_added(&self, parent: u64, name: &OsStr, kind: NodeKind) {
+        self.complete.added(parent, name, kind);
+        self.forget_listed(parent, name);
+    }
+
+    /// The mount's own change took `name` out of directory `parent` (unlink, rmdir, rename
+    /// away). A recent listing's word for the name goes too: taken as a hint, "directory"
+    /// would make a later lookup of the name find an implied directory where none is left.
+    pub(super) fn entry_removed(&self, parent: u64, name: &OsStr) {
+        self.complete.removed(parent, name);
+        self.forget_listed(parent, name);
+    }
+
+    fn forget_listed(&self, parent: u64, name: &OsStr) {
+        let listing = lock(&self.listings).dirs.get(&parent).cloned();
+        if let Some(listing) = listing {
+            lock(&listing).index.remove(name);
+        }
+    }
+
     /// True if a recent listing of `dir` is remembered (a readdir is going through it).
     pub(super) fn has_listing(&self, dir: u64) -> bool {
         let listing = lock(&self.listings).dirs.get(&dir).cloned();

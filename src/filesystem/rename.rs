@@ -71,7 +71,7 @@ impl S3Filesystem {
                 if d.state.attr.kind != NodeKind::Dir {
                     return Err(Errno::ENOTDIR);
                 }
-                self.remove_empty_dir(d).await?;
+                self.check_empty_dir(d).await?;
             }
             if parent != newparent {
                 self.keep_implicit_dir(parent).await?;
@@ -88,6 +88,23 @@ impl S3Filesystem {
                 self.complete.forget(newparent);
                 return Err(e);
             }
+            // The empty directory replaced keeps its marker until the tree is in its place, so
+            // a move that fails leaves it as it was. A marker the move wrote over is gone already.
+            if let Some(d) = &dst {
+                let written = self.node(src.ino)?.state.dir_marker;
+                if let Some(old) = d
+                    .state
+                    .dir_marker
+                    .as_ref()
+                    .filter(|m| Some(*m) != written.as_ref())
+                {
+                    if let Err(e) = self.store.delete(old).await {
+                        tracing::error!(
+                            "renamed {src_path} over the empty directory {dst_path}, but its old marker {old} could not be deleted (it still carries the replaced directory's attributes): {e}"
+                        );
+                    }
+                }
+            }
             self.table.rename(parent, name, newparent, newname);
             drop(held);
             self.complete.moved(src.ino);
@@ -97,7 +114,8 @@ impl S3Filesystem {
                     return Err(Errno::EISDIR);
                 }
             }
-            if parent != newparent && !src.local_only {
+            let was_local = src.local_only;
+            if parent != newparent && !was_local {
                 self.keep_implicit_dir(parent).await?;
             }
             // Hold the file's write state while it moves, so no flush uploads to the old name
@@ -111,6 +129,12 @@ impl S3Filesystem {
                         .collect(),
                 )
                 .await;
+            // A close may have uploaded a new file while this waited for its write state (and
+            // its release may have dropped that state): the node now says where the data is.
+            let src = self.node(src.ino)?;
+            if parent != newparent && src.local_only != was_local {
+                self.keep_implicit_dir(parent).await?;
+            }
             let mut moving = None;
             for (ino, d) in held.iter_mut() {
                 if *ino == src.ino {
@@ -126,8 +150,8 @@ impl S3Filesystem {
             self.table.rename(parent, name, newparent, newname);
             drop(held);
         }
-        self.complete.removed(parent, name);
-        self.complete.added(newparent, newname, src.state.attr.kind);
+        self.entry_removed(parent, name);
+        self.entry_added(newparent, newname, src.state.attr.kind);
         let now = std::time::SystemTime::now();
         self.table.update(src.ino, |n| n.state.attr.ctime = now);
         if src.state.attr.kind == NodeKind::Dir {
@@ -145,8 +169,8 @@ impl S3Filesystem {
         Ok(())
     }
 
-    /// Deletes the marker of an empty directory about to be replaced; ENOTEMPTY otherwise.
-    async fn remove_empty_dir(&self, dir: &Node) -> FsResult<()> {
+    /// ENOTEMPTY unless the directory about to be replaced is empty.
+    async fn check_empty_dir(&self, dir: &Node) -> FsResult<()> {
         if !self.table.local_children(dir.ino).is_empty() {
             return Err(Errno::ENOTEMPTY);
         }
@@ -155,9 +179,6 @@ impl S3Filesystem {
         let page = self.store.list(&prefix, false, None, 2).await?;
         if page.objects.iter().any(|o| o.key != prefix) {
             return Err(Errno::ENOTEMPTY);
-        }
-        if let Some(marker) = &dir.state.dir_marker {
-            self.store.delete(marker).await?;
         }
         Ok(())
     }

@@ -59,7 +59,7 @@ impl S3Filesystem {
         self.cache.put(&path, state.clone());
         let ino = self.place_child(parent, name, state, false);
         self.table.inc_lookup(ino);
-        self.complete.added(parent, name, kind);
+        self.entry_added(parent, name, kind);
         self.touch_dir(parent);
         Ok(self.stat_of(&self.node(ino)?))
     }

@@ -252,14 +252,12 @@ impl InodeTable {
         inner.nodes.get_mut(&ino).map(f)
     }
 
-    /// Marks a node as uploaded (no longer local-only).
-    pub fn mark_uploaded(&self, ino: u64) {
+    /// Marks a node as uploaded (no longer local-only); returns its parent and name if it was.
+    pub fn mark_uploaded(&self, ino: u64) -> Option<(u64, OsString)> {
         let mut inner = self.lock();
-        let Some(node) = inner.nodes.get_mut(&ino) else {
-            return;
-        };
+        let node = inner.nodes.get_mut(&ino)?;
         if !node.local_only {
-            return;
+            return None;
         }
         node.local_only = false;
         let (parent, name) = (node.parent, node.name.clone());
@@ -270,6 +268,7 @@ impl InodeTable {
             }
         }
         evict_locked(&mut inner, ino);
+        Some((parent, name))
     }
 
     /// Names and inodes of children created here and not yet uploaded.

@@ -130,7 +130,7 @@ const OSS_MAX_SINGLE_COPY: u64 = 1024 * 1024 * 1024;
 /// Part size of multipart copies (when the single-copy limit is not smaller).
 const COPY_PART: u64 = 512 * 1024 * 1024;
 /// Most parts one multipart upload may have.
-const MAX_PARTS: u64 = 10_000;
+pub const MAX_PARTS: u64 = 10_000;
 
 /// Part size of a multipart copy of `size` bytes for a single-copy limit of `limit`: at most
 /// [`COPY_PART`] and the limit (so a server that refuses large copies gets parts it accepts),
