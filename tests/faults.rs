@@ -1601,6 +1601,7 @@ fn after_a_lost_upload_the_mount_shows_and_builds_on_what_the_bucket_holds() {
     let bucket = block_on(new_bucket("lost-upload"));
     block_on(put(&bucket, "t", vec![b'A'; 100]));
     block_on(put(&bucket, "w", vec![b'B'; 100]));
+    block_on(put(&bucket, "c", vec![b'C'; 100]));
     let proxy = FaultProxy::start(&server().endpoint);
     let m = mount_via(&proxy, &bucket, &[]);
     let p = m.path();
@@ -1624,16 +1625,36 @@ fn after_a_lost_upload_the_mount_shows_and_builds_on_what_the_bucket_holds() {
     let mut f = fs::File::create(p.join("w")).unwrap();
     f.write_all(b"new").unwrap();
     assert_ne!(close_file(f), Outcome::Ok);
+    let mut f = fs::File::create(p.join("c")).unwrap();
+    f.write_all(b"new").unwrap();
+    assert_ne!(close_file(f), Outcome::Ok);
     // A new file whose content was never stored.
     let mut f = fs::File::create(p.join("fresh")).unwrap();
     f.write_all(b"lost").unwrap();
     assert_ne!(close_file(f), Outcome::Ok);
     assert!(
-        m.wait_logs(&[DISCARDED], discarded + 1, Duration::from_secs(30)),
+        m.wait_logs(&[DISCARDED], discarded + 2, Duration::from_secs(30)),
         "the releases after the failed closes never finished; log:\n{}",
         log_tail(&m)
     );
     proxy.clear();
+
+    // A chmod first (no stat in between), then an append: both act on the stored file.
+    fs::set_permissions(p.join("c"), fs::Permissions::from_mode(0o600)).unwrap();
+    let mut f = fs::OpenOptions::new().append(true).open(p.join("c")).unwrap();
+    f.write_all(b"+c").unwrap();
+    assert_eq!(close_file(f), Outcome::Ok);
+    let mut c = vec![b'C'; 100];
+    c.extend_from_slice(b"+c");
+    assert_eq!(
+        block_on(get_opt(&bucket, "c")),
+        Some(c),
+        "a chmod after the lost upload brought the lost size back"
+    );
+    assert_eq!(
+        block_on(mode_metadata(&bucket, "c")).map(|m| m & 0o7777),
+        Some(0o600)
+    );
 
     // The mount (and the kernel) show the bucket again: the old sizes and content, no `fresh`.
     eventually("size of t", 100, || {
@@ -1650,7 +1671,7 @@ fn after_a_lost_upload_the_mount_shows_and_builds_on_what_the_bucket_holds() {
     eventually("fresh gone", Some(libc::ENOENT), || {
         fs::metadata(p.join("fresh")).err().and_then(|e| e.raw_os_error())
     });
-    assert_eq!(names_in(p), vec!["t", "w"]);
+    assert_eq!(names_in(p), vec!["c", "t", "w"]);
 
     // Appends build on the stored content, not on the lost sizes.
     for (name, add) in [("t", b"+t".as_slice()), ("w", b"+w".as_slice())] {

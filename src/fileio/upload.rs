@@ -148,6 +148,12 @@ impl StreamingUpload {
         streamed_part(self.parts_started, self.part_size).0
     }
 
+    /// Size of the next part to send.
+    pub fn part_len(&self) -> u64 {
+        let (start, end) = streamed_part(self.parts_started, self.part_size);
+        end - start
+    }
+
     /// Bytes of uploaded parts already moved out of the page cache.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(std::sync::atomic::Ordering::Relaxed)

@@ -133,7 +133,10 @@ impl S3Filesystem {
             return;
         };
         let path = self.table.path_of(ino);
-        self.table.update(ino, |n| n.page_cache_etag = None);
+        self.table.update(ino, |n| {
+            n.page_cache_etag = None;
+            n.stale = !n.local_only;
+        });
         if node.local_only {
             if node.linked {
                 self.table.unlink_child(node.parent, &node.name);
@@ -281,10 +284,11 @@ impl S3Filesystem {
         let mut node = self.node(ino)?;
         if !node.local_only
             && node.linked
-            && self
-                .table
-                .path_of(ino)
-                .is_some_and(|p| self.cache.get(&p).is_none())
+            && (node.stale
+                || self
+                    .table
+                    .path_of(ino)
+                    .is_some_and(|p| self.cache.get(&p).is_none()))
         {
             // What the node says of the object is not known to be current (it expired, or the
             // node still describes content whose upload failed): the copy starts from the object.
@@ -467,8 +471,14 @@ impl S3Filesystem {
     }
 
     fn open_checks(&self, ino: u64, writable: bool) -> FsResult<()> {
-        if self.node(ino)?.state.attr.kind == NodeKind::Dir {
+        let node = self.node(ino)?;
+        if node.state.attr.kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
+        }
+        if !node.linked && node.opens == 0 {
+            // Only a kernel entry not yet dropped leads here (a new file whose upload was lost
+            // left its directory): ESTALE has the kernel look the name up again.
+            return Err(Errno::ESTALE);
         }
         if writable {
             self.ensure_writable()?;
@@ -635,7 +645,7 @@ impl S3Filesystem {
         let (Some(stream), Some(Staging::Disk { len, .. })) = (&d.stream, &d.staging) else {
             return false;
         };
-        let part = self.cfg.part_size;
+        let part = stream.part_len();
         offset == *len
             && end < stream.covered() + part
             && end.saturating_sub(stream.evicted())
@@ -1005,7 +1015,10 @@ impl S3Filesystem {
         };
         // A close may have uploaded a new file while this waited for its write state: what
         // the node says now decides whether there is an object to delete.
-        let uploaded_meanwhile = node.local_only && !self.node(node.ino)?.local_only;
+        let uploaded_meanwhile = node.local_only && {
+            let now = self.node(node.ino)?;
+            now.linked && !now.local_only
+        };
         if uploaded_meanwhile {
             self.keep_implicit_dir(parent).await?;
         }

@@ -61,6 +61,8 @@ impl Errno {
     pub const EROFS: Errno = Errno(libc::EROFS);
     /// Name too long.
     pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
+    /// The kernel's entry led to a file that is gone: it looks the name up again.
+    pub const ESTALE: Errno = Errno(libc::ESTALE);
     /// Directory not empty.
     pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
     /// Operation not supported.
@@ -523,7 +525,9 @@ impl S3Filesystem {
             return Some(Err(e));
         }
         if let Some(child) = self.table.child(parent, name) {
-            if child.local_only || (child.opens > 0 && child.state.attr.kind == NodeKind::File) {
+            if child.local_only
+                || (child.opens > 0 && child.state.attr.kind == NodeKind::File && !child.stale)
+            {
                 return Some(Ok(child));
             }
         }
@@ -603,6 +607,9 @@ impl S3Filesystem {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
+        if node.stale {
+            return None;
+        }
         if node.state.attr.kind == NodeKind::Dir || node.local_only || node.opens > 0 || !node.linked {
             return Some(Ok(self.stat_of(&node)));
         }
@@ -639,7 +646,10 @@ impl S3Filesystem {
                     return Err(Errno::ENOENT);
                 }
                 if self.cache.put_observed(&path, Some(state.clone()), ticket) {
-                    self.table.update(ino, |n| n.state = state);
+                    self.table.update(ino, |n| {
+                        n.state = state;
+                        n.stale = false;
+                    });
                 }
                 Ok(self.stat_of(&self.node(ino)?))
             }
@@ -652,6 +662,9 @@ impl S3Filesystem {
     /// changes are persisted with a metadata copy of the object.
     pub async fn setattr(&self, ino: u64, change: AttrChange) -> FsResult<Stat> {
         self.ensure_writable()?;
+        if self.node(ino)?.stale {
+            self.refresh(ino).await?;
+        }
         let node = self.node(ino)?;
         let kind = node.state.attr.kind;
         if change.size.is_some() && kind == NodeKind::Dir {

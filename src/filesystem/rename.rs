@@ -132,6 +132,10 @@ impl S3Filesystem {
             // A close may have uploaded a new file while this waited for its write state (and
             // its release may have dropped that state): the node now says where the data is.
             let src = self.node(src.ino)?;
+            if !src.linked {
+                // Its upload failed and the file left the directory meanwhile.
+                return Err(Errno::ENOENT);
+            }
             if parent != newparent && src.local_only != was_local {
                 self.keep_implicit_dir(parent).await?;
             }

@@ -76,6 +76,9 @@ pub struct Node {
     pub children: u32,
     /// ETag of the object version whose data the kernel's page cache holds (set at each open).
     pub page_cache_etag: Option<String>,
+    /// Its attributes describe content whose upload failed and was dropped: they are read
+    /// from the bucket again before anything uses them.
+    pub stale: bool,
 }
 
 #[derive(Debug)]
@@ -140,6 +143,7 @@ impl InodeTable {
                 opens: 0,
                 children: 0,
                 page_cache_etag: None,
+                stale: false,
             },
         );
         Self {
@@ -208,8 +212,9 @@ impl InodeTable {
                 }
                 if node.state.attr.kind == state.attr.kind {
                     // An open file keeps the attributes its handles work with.
-                    if node.opens == 0 || node.state.attr.kind != NodeKind::File {
+                    if node.opens == 0 || node.state.attr.kind != NodeKind::File || node.stale {
                         node.state = state;
+                        node.stale = false;
                     }
                     return (ino, false);
                 }
@@ -230,6 +235,7 @@ impl InodeTable {
                 opens: 0,
                 children: 0,
                 page_cache_etag: None,
+                stale: false,
             },
         );
         inner.names.insert(key, ino);
