@@ -1580,22 +1580,6 @@ fn a_failed_rename_onto_an_empty_directory_leaves_that_directory() {
 // After an upload failed for good, the mount shows what the bucket holds
 // ---------------------------------------------------------------------------------------------
 
-/// Polls until `f` holds (a stat of a path through the mount, say).
-fn eventually<T: PartialEq + std::fmt::Debug>(what: &str, want: T, mut f: impl FnMut() -> T) {
-    let start = Instant::now();
-    loop {
-        let got = f();
-        if got == want {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{what}: still {got:?}, not {want:?}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn after_a_lost_upload_the_mount_shows_and_builds_on_what_the_bucket_holds() {
     let bucket = block_on(new_bucket("lost-upload"));
@@ -1657,19 +1641,20 @@ fn after_a_lost_upload_the_mount_shows_and_builds_on_what_the_bucket_holds() {
     );
 
     // The mount (and the kernel) show the bucket again: the old sizes and content, no `fresh`.
-    eventually("size of t", 100, || {
-        fs::metadata(p.join("t")).map(|m| m.len()).unwrap_or(0)
-    });
-    eventually("size of w", 100, || {
-        fs::metadata(p.join("w")).map(|m| m.len()).unwrap_or(0)
-    });
+    for name in ["t", "w"] {
+        wait_until(
+            &format!("{name} shown at its stored size"),
+            Duration::from_secs(10),
+            || fs::metadata(p.join(name)).is_ok_and(|m| m.len() == 100),
+        );
+    }
     assert_eq!(
         fs::read(p.join("w")).unwrap(),
         vec![b'B'; 100],
         "the lost content is still shown"
     );
-    eventually("fresh gone", Some(libc::ENOENT), || {
-        fs::metadata(p.join("fresh")).err().and_then(|e| e.raw_os_error())
+    wait_until("the never stored file gone", Duration::from_secs(10), || {
+        fs::metadata(p.join("fresh")).is_err_and(|e| e.raw_os_error() == Some(libc::ENOENT))
     });
     assert_eq!(names_in(p), vec!["c", "t", "w"]);
 
@@ -1703,15 +1688,7 @@ fn after_a_lost_upload_the_mount_shows_and_builds_on_what_the_bucket_holds() {
 fn a_listing_overlapping_an_upload_is_not_taken_as_the_whole_directory() {
     let bucket = block_on(new_bucket("list-upload"));
     // Two listing pages: a lookup miss does not make the directory known, a full listing does.
-    block_on(async {
-        let client = s3_client().await;
-        stream_puts(
-            &client,
-            &bucket,
-            (0..1001).map(|i| format!("d/k{i:04}")).collect(),
-        )
-        .await;
-    });
+    put_many(&bucket, (0..1001).map(|i| format!("d/k{i:04}")), b"");
     let proxy = FaultProxy::start(&server().endpoint);
     let m = mount_via(&proxy, &bucket, &[]);
     let d = m.path().join("d");
@@ -1746,14 +1723,4 @@ fn a_listing_overlapping_an_upload_is_not_taken_as_the_whole_directory() {
     assert!(names.contains(&"zz-new".to_string()));
     assert_eq!(fs::read(d.join("zz-new")).unwrap(), b"new");
     m.unmount();
-}
-
-/// PUTs an empty object at each of `keys`, 16 at a time.
-async fn stream_puts(client: &aws_sdk_s3::Client, bucket: &str, keys: Vec<String>) {
-    use futures::stream::{self, StreamExt};
-    stream::iter(keys)
-        .for_each_concurrent(16, |key| async move {
-            put_object(client, bucket, &key, Vec::new()).await
-        })
-        .await;
 }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
-use futures::stream::{self, StreamExt};
 
 async fn head(bucket: &str, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
     let client = s3_client().await;
@@ -281,27 +280,8 @@ impl Mode0600 for fs::OpenOptions {
 #[test]
 fn directory_of_2500_objects_lists_completely_over_three_pages() {
     let bucket = block_on(new_bucket("list"));
-    block_on(async {
-        let client = s3_client().await;
-        stream::iter(0..2500)
-            .for_each_concurrent(32, |i| {
-                let client = client.clone();
-                let bucket = bucket.clone();
-                async move {
-                    let key = format!("many/f{i:05}");
-                    client
-                        .put_object()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .body(ByteStream::from_static(b"x"))
-                        .send()
-                        .await
-                        .unwrap();
-                }
-            })
-            .await;
-        put_object(&client, &bucket, "many/sub/inner", b"i".to_vec()).await;
-    });
+    put_many(&bucket, (0..2500).map(|i| format!("many/f{i:05}")), b"x");
+    put_objects(&bucket, &[("many/sub/inner", b"i")]);
     for opts in [&[][..], &["listobjectsv1"][..]] {
         let m = Mount::mount(&bucket, opts);
         let names = names_in(&m.path().join("many"));
@@ -784,25 +764,11 @@ fn nth_stats_inodes(log: &Path, n: usize) -> usize {
 #[test]
 fn inodes_the_kernel_forgets_are_dropped() {
     let bucket = block_on(new_bucket("forget"));
-    block_on(async {
-        let client = s3_client().await;
-        stream::iter(0..1500)
-            .for_each_concurrent(32, |i| {
-                let (client, bucket) = (client.clone(), bucket.clone());
-                async move {
-                    let key = format!("walk/d{}/f{i:04}", i % 10);
-                    client
-                        .put_object()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .body(ByteStream::from_static(b"w"))
-                        .send()
-                        .await
-                        .unwrap();
-                }
-            })
-            .await;
-    });
+    put_many(
+        &bucket,
+        (0..1500).map(|i| format!("walk/d{}/f{i:04}", i % 10)),
+        b"w",
+    );
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("rossfs.log");
     let m = Mount::mount(&bucket, &[&format!("logfile={}", log.display()), "dbglevel=info"]);

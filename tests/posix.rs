@@ -16,7 +16,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::*;
-use futures::stream::{self, StreamExt};
 use rand::{Rng, SeedableRng};
 
 fn cpath(p: &Path) -> CString {
@@ -187,15 +186,7 @@ fn a_directory_stream_follows_its_directory_through_a_rename() {
 #[test]
 fn a_file_closed_during_a_directory_rename_lands_under_the_new_name() {
     let bucket = block_on(new_bucket("closemove"));
-    block_on(async {
-        let c = s3_client().await;
-        stream::iter(0..1500)
-            .for_each_concurrent(32, |i| {
-                let (c, bucket) = (c.clone(), bucket.clone());
-                async move { put_object(&c, &bucket, &format!("d/f{i:04}"), b"x".to_vec()).await }
-            })
-            .await;
-    });
+    put_many(&bucket, (0..1500).map(|i| format!("d/f{i:04}")), b"x");
     let m = Mount::mount(&bucket, &[]);
     let (d, e) = (m.path().join("d"), m.path().join("e"));
     let mut open = fs::File::create(d.join("late")).unwrap();

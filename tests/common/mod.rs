@@ -540,6 +540,21 @@ pub fn put_objects(bucket: &str, objects: &[(&str, &[u8])]) {
     })
 }
 
+/// Stores `body` at each of `keys` in `bucket` through the S3 API, 32 requests at a time (a
+/// large directory made by another tool).
+pub fn put_many(bucket: &str, keys: impl IntoIterator<Item = String>, body: &[u8]) {
+    use futures::stream::{self, StreamExt};
+    block_on(async {
+        let client = s3_client().await;
+        stream::iter(keys)
+            .for_each_concurrent(32, |key| {
+                let client = &client;
+                async move { put_object(client, bucket, &key, body.to_vec()).await }
+            })
+            .await;
+    })
+}
+
 /// Polls `done` every 50 ms until it holds; panics naming `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
