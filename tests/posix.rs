@@ -1217,6 +1217,15 @@ fn randomized_model_test_on_a_direct_io_mount() {
     fsx(600, seed, &["direct_io"]);
 }
 
+/// The same with every file staged on disk from its first byte (`max_dirty_memory=0`) and read
+/// through rossfs (`direct_io`): reads, truncations and uploads of spilled content.
+#[test]
+fn randomized_model_test_with_content_staged_on_disk() {
+    let seed = fsx_seed();
+    eprintln!("fsx seed {seed} (400 operations, direct_io, max_dirty_memory=0)");
+    fsx(400, seed, &["direct_io", "max_dirty_memory=0"]);
+}
+
 /// The long run: `cargo test --test posix -- --ignored` (100,000 operations).
 #[test]
 #[ignore]

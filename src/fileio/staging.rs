@@ -38,29 +38,38 @@ pub enum Staging {
     },
 }
 
-/// Where the bytes of one upload part are.
+/// A range of staged bytes, taken under the file's lock and loaded after: content in memory
+/// is copied at once, a spill file's is read by [`StagedRange::load`] on a blocking thread.
 #[derive(Debug)]
-pub enum PartSource {
+pub enum StagedRange {
     /// Already in memory.
     Ready(Bytes),
     /// `[start, end)` of a spill file.
     File(Arc<File>, u64, u64),
 }
 
-impl PartSource {
+impl StagedRange {
     /// The bytes; a spill file is read on a blocking thread, not an async one, into a buffer
-    /// of `buffers`.
-    pub async fn load(self, buffers: &Arc<BufferPool>) -> io::Result<Bytes> {
+    /// of `buffers` (upload parts) or one of its own (`None`: a read).
+    pub async fn load(self, buffers: Option<&Arc<BufferPool>>) -> io::Result<Bytes> {
         match self {
-            PartSource::Ready(b) => Ok(b),
-            PartSource::File(file, start, end) => {
+            StagedRange::Ready(b) => Ok(b),
+            range => {
+                let buffers = buffers.cloned();
+                tokio::task::spawn_blocking(move || range.load_blocking(buffers.as_ref()))
+                    .await
+                    .map_err(io::Error::other)?
+            }
+        }
+    }
+
+    /// [`Self::load`] on the calling thread, which a spill file blocks.
+    pub fn load_blocking(self, buffers: Option<&Arc<BufferPool>>) -> io::Result<Bytes> {
+        match self {
+            StagedRange::Ready(b) => Ok(b),
+            StagedRange::File(file, start, end) => {
                 let len = (end - start) as usize;
-                let buf = buffers.take(len);
-                tokio::task::spawn_blocking(move || {
-                    read_range(&file, start, len, buf).map(PooledBuffer::freeze)
-                })
-                .await
-                .map_err(io::Error::other)?
+                read_range(&file, start, len, buffer_for(buffers, len)).map(PooledBuffer::freeze)
             }
         }
     }
@@ -68,10 +77,28 @@ impl PartSource {
     /// The spill file range these bytes come from, if they are in one.
     pub fn spill_range(&self) -> Option<(Arc<File>, u64, u64)> {
         match self {
-            PartSource::Ready(_) => None,
-            PartSource::File(file, start, end) => Some((file.clone(), *start, *end)),
+            StagedRange::Ready(_) => None,
+            StagedRange::File(file, start, end) => Some((file.clone(), *start, *end)),
         }
     }
+}
+
+/// An empty buffer with room for `len` bytes: from `buffers`, or of its own.
+fn buffer_for(buffers: Option<&Arc<BufferPool>>, len: usize) -> PooledBuffer {
+    buffers.map_or_else(|| PooledBuffer::unpooled(len), |b| b.take(len))
+}
+
+/// A new anonymous spill file in `dir` holding `data`. Blocking.
+fn spill_file(dir: &std::path::Path, data: &[u8]) -> io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let file = tempfile::tempfile_in(dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot create a staging file in {}: {e}", dir.display()),
+        )
+    })?;
+    file.write_all_at(data, 0)?;
+    Ok(file)
 }
 
 /// Moves bytes `[start, end)` of a spill file out of the page cache once they are uploaded:
@@ -171,16 +198,11 @@ impl Staging {
         self.len() == 0
     }
 
+    /// Moves content held in memory to a spill file, on the calling thread (which it blocks
+    /// for up to `memory_limit` bytes of writing).
     fn spill(&mut self, cfg: &StagingConfig) -> io::Result<()> {
         if let Staging::Memory(v) = self {
-            std::fs::create_dir_all(&cfg.dir)?;
-            let file = tempfile::tempfile_in(&cfg.dir).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create a staging file in {}: {e}", cfg.dir.display()),
-                )
-            })?;
-            file.write_all_at(v, 0)?;
+            let file = spill_file(&cfg.dir, v)?;
             let len = v.len() as u64;
             *self = Staging::Disk {
                 file: Arc::new(file),
@@ -190,13 +212,42 @@ impl Staging {
         Ok(())
     }
 
-    /// Prepares a write ending at `end`, spilling to disk if it will not fit in memory. Returns
-    /// the spill file when the write must go there: the caller writes it off the async threads
-    /// (a large write is a copy into the page cache) and then calls [`Self::grew_to`]. `None`:
-    /// the content is in memory, use [`Self::write_at`].
-    pub fn disk_target(&mut self, cfg: &StagingConfig, end: u64) -> io::Result<Option<Arc<File>>> {
+    /// [`Self::spill`] on a blocking thread; the content stays in memory if that fails.
+    async fn spill_off_thread(&mut self, cfg: &StagingConfig) -> io::Result<()> {
+        let Staging::Memory(v) = self else {
+            return Ok(());
+        };
+        let data = std::mem::take(v);
+        let dir = cfg.dir.clone();
+        let (data, file) = tokio::task::spawn_blocking(move || {
+            let file = spill_file(&dir, &data);
+            (data, file)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        match file {
+            Ok(file) => {
+                *self = Staging::Disk {
+                    file: Arc::new(file),
+                    len: data.len() as u64,
+                };
+                Ok(())
+            }
+            Err(e) => {
+                *self = Staging::Memory(data);
+                Err(e)
+            }
+        }
+    }
+
+    /// Prepares a write (or a length) ending at `end`, spilling to disk, on a blocking thread,
+    /// if it will not fit in memory. Returns the spill file when the write must go there: the
+    /// caller writes it off the async threads (a large write is a copy into the page cache)
+    /// and then calls [`Self::grew_to`]. `None`: the content is in memory, use
+    /// [`Self::write_at`].
+    pub async fn disk_target(&mut self, cfg: &StagingConfig, end: u64) -> io::Result<Option<Arc<File>>> {
         if end > cfg.memory_limit {
-            self.spill(cfg)?;
+            self.spill_off_thread(cfg).await?;
         }
         Ok(match self {
             Staging::Memory(_) => None,
@@ -235,62 +286,37 @@ impl Staging {
         Ok(())
     }
 
-    /// Up to `size` bytes at `offset` (fewer at the end).
-    pub fn read_at(&self, offset: u64, size: usize) -> io::Result<Vec<u8>> {
-        let len = self.len();
-        if offset >= len {
-            return Ok(Vec::new());
-        }
-        let end = len.min(offset + size as u64);
-        match self {
-            Staging::Memory(v) => Ok(v[offset as usize..end as usize].to_vec()),
-            Staging::Disk { file, .. } => {
-                let n = (end - offset) as usize;
-                read_range(file, offset, n, PooledBuffer::unpooled(n)).map(PooledBuffer::into_vec)
-            }
-        }
-    }
-
-    /// Bytes `[start, end)` for an upload, to be loaded later with [`PartSource::load`] (which
-    /// reads a spill file on a blocking thread).
-    pub fn part_source(&self, start: u64, end: u64, buffers: &Arc<BufferPool>) -> io::Result<PartSource> {
-        match self {
-            Staging::Memory(_) => Ok(PartSource::Ready(self.slice(start, end, buffers)?)),
-            Staging::Disk { file, len } => {
-                if end > *len {
-                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
-                }
-                Ok(PartSource::File(file.clone(), start, end))
-            }
-        }
-    }
-
-    /// Bytes `[start, end)` (fewer at the end) as one buffer of `buffers`, for an upload.
-    pub fn slice(&self, start: u64, end: u64, buffers: &Arc<BufferPool>) -> io::Result<Bytes> {
+    /// Bytes `[start, end)` (fewer at the end). Content in memory is copied now, into a
+    /// buffer of `buffers` (upload parts) or one of its own (`None`: a read); a spill file's is
+    /// left to [`StagedRange::load`].
+    pub fn range(&self, start: u64, end: u64, buffers: Option<&Arc<BufferPool>>) -> StagedRange {
         let end = end.min(self.len());
         if start >= end {
-            return Ok(Bytes::new());
+            return StagedRange::Ready(Bytes::new());
         }
-        let len = (end - start) as usize;
-        let mut buf = buffers.take(len);
         match self {
             Staging::Memory(v) => {
+                let mut buf = buffer_for(buffers, (end - start) as usize);
                 buf.vec_mut().extend_from_slice(&v[start as usize..end as usize]);
-                Ok(buf.freeze())
+                StagedRange::Ready(buf.freeze())
             }
-            Staging::Disk { file, .. } => read_range(file, start, len, buf).map(PooledBuffer::freeze),
+            Staging::Disk { file, .. } => StagedRange::File(file.clone(), start, end),
         }
     }
 
     /// Sets the length, cutting or zero-filling.
-    pub fn truncate(&mut self, cfg: &StagingConfig, new_len: u64) -> io::Result<()> {
+    /// Spilling and cutting a spill file (which frees its blocks) run on a blocking thread.
+    pub async fn truncate(&mut self, cfg: &StagingConfig, new_len: u64) -> io::Result<()> {
         if new_len > cfg.memory_limit {
-            self.spill(cfg)?;
+            self.spill_off_thread(cfg).await?;
         }
         match self {
             Staging::Memory(v) => v.resize(new_len as usize, 0),
             Staging::Disk { file, len } => {
-                file.set_len(new_len)?;
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || file.set_len(new_len))
+                    .await
+                    .map_err(io::Error::other)??;
                 *len = new_len;
             }
         }
@@ -302,8 +328,17 @@ impl Staging {
 mod tests {
     use super::*;
 
-    #[test]
-    fn spills_past_the_limit_and_keeps_content() {
+    fn read(s: &Staging, offset: u64, size: usize) -> Vec<u8> {
+        let range = s.range(offset, offset + size as u64, None);
+        range.load_blocking(None).unwrap().to_vec()
+    }
+
+    fn part(s: &Staging, start: u64, end: u64, pool: &Arc<BufferPool>) -> Bytes {
+        s.range(start, end, Some(pool)).load_blocking(Some(pool)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn spills_past_the_limit_and_keeps_content() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StagingConfig {
             memory_limit: 64 * 1024,
@@ -314,18 +349,18 @@ mod tests {
         s.write_at(&cfg, 100_000, b"world").unwrap();
         assert!(matches!(s, Staging::Disk { .. }));
         assert_eq!(s.len(), 100_005);
-        assert_eq!(s.read_at(0, 5).unwrap(), b"hello");
-        assert_eq!(s.read_at(5, 3).unwrap(), vec![0, 0, 0]);
+        assert_eq!(read(&s, 0, 5), b"hello");
+        assert_eq!(read(&s, 5, 3), vec![0, 0, 0]);
         let pool = BufferPool::new(1 << 20);
-        assert_eq!(&s.slice(100_000, 100_005, &pool).unwrap()[..], b"world");
-        s.truncate(&cfg, 3).unwrap();
-        assert_eq!(s.read_at(0, 100).unwrap(), b"hel");
+        assert_eq!(&part(&s, 100_000, 100_005, &pool)[..], b"world");
+        s.truncate(&cfg, 3).await.unwrap();
+        assert_eq!(read(&s, 0, 100), b"hel");
         // Nothing is left in the staging directory: the spill file is anonymous.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
-    #[test]
-    fn matches_a_plain_vector_under_random_writes() {
+    #[tokio::test]
+    async fn matches_a_plain_vector_under_random_writes() {
         use rand::{Rng, SeedableRng};
         let dir = tempfile::tempdir().unwrap();
         let cfg = StagingConfig {
@@ -340,7 +375,7 @@ mod tests {
             if rng.random_bool(0.1) {
                 let n = rng.random_range(0..150_000u64);
                 model.resize(n as usize, 0);
-                s.truncate(&cfg, n).unwrap();
+                s.truncate(&cfg, n).await.unwrap();
             } else {
                 let off = rng.random_range(0..140_000u64);
                 let data: Vec<u8> = (0..rng.random_range(1..5000)).map(|_| rng.random()).collect();
@@ -360,16 +395,41 @@ mod tests {
             assert_eq!(s.len(), model.len() as u64);
             let off = rng.random_range(0..150_000usize);
             let want = model.get(off..).map_or(&[][..], |t| &t[..t.len().min(70_000)]);
-            assert_eq!(s.read_at(off as u64, 70_000).unwrap(), want, "read at {off}");
+            assert_eq!(read(&s, off as u64, 70_000), want, "read at {off}");
             // Upload parts come in recycled buffers: never with bytes of an earlier part.
             let start = rng.random_range(0..=model.len());
             let end = model.len().min(start + rng.random_range(60_000..140_000));
-            let part = s.slice(start as u64, end as u64, &pool).unwrap();
-            assert_eq!(&part[..], &model[start..end], "part {start}..{end}");
-            drop(part);
+            let bytes = part(&s, start as u64, end as u64, &pool);
+            assert_eq!(&bytes[..], &model[start..end], "part {start}..{end}");
+            drop(bytes);
         }
         assert!(pool.idle_bytes() > 0, "buffers were recycled");
-        assert_eq!(s.read_at(0, model.len()).unwrap(), model);
+        assert_eq!(read(&s, 0, model.len()), model);
+    }
+
+    #[tokio::test]
+    async fn spilling_for_a_large_write_keeps_the_content_and_a_failed_spill_keeps_it_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StagingConfig {
+            memory_limit: 64 * 1024,
+            dir: dir.path().to_path_buf(),
+        };
+        let mut s = Staging::from_vec(b"hello".to_vec(), &cfg).unwrap();
+        assert!(s.disk_target(&cfg, 1000).await.unwrap().is_none());
+        let blocked = StagingConfig {
+            memory_limit: cfg.memory_limit,
+            dir: dir.path().join("not-a-dir").join("spill"),
+        };
+        std::fs::write(dir.path().join("not-a-dir"), b"").unwrap();
+        assert!(s.disk_target(&blocked, 100_000).await.is_err());
+        assert!(matches!(s, Staging::Memory(_)));
+        assert_eq!(read(&s, 0, 10), b"hello");
+        let file = s.disk_target(&cfg, 100_000).await.unwrap().unwrap();
+        assert!(matches!(s, Staging::Disk { len: 5, .. }));
+        file.write_all_at(b"world", 5).unwrap();
+        s.grew_to(10);
+        assert_eq!(s.range(0, 20, None).load(None).await.unwrap(), &b"helloworld"[..]);
+        assert_eq!(read(&s, 3, 4), b"lowo");
     }
 
     #[test]

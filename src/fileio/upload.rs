@@ -45,7 +45,9 @@ pub async fn upload(
     let len = staging.len();
     if len <= part_size {
         let body = staging
-            .slice(0, len, store.buffers())
+            .range(0, len, Some(store.buffers()))
+            .load(Some(store.buffers()))
+            .await
             .map_err(|e| StoreError::local("PutObject", key, e))?;
         return store.put(key, body, put).await;
     }
@@ -58,11 +60,9 @@ pub async fn upload(
             let end = len.min(start + part_size);
             let upload_id = upload_id.as_str();
             async move {
-                let source = staging
-                    .part_source(start, end, store.buffers())
-                    .map_err(|e| StoreError::local("UploadPart", key, e))?;
-                let body = source
-                    .load(store.buffers())
+                let body = staging
+                    .range(start, end, Some(store.buffers()))
+                    .load(Some(store.buffers()))
                     .await
                     .map_err(|e| StoreError::local("UploadPart", key, e))?;
                 let number = (i + 1) as i32;
@@ -185,9 +185,7 @@ impl StreamingUpload {
             while self.inflight.len() >= self.parallel {
                 self.reap_one().await?;
             }
-            let source = staging
-                .part_source(start, end, store.buffers())
-                .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
+            let source = staging.range(start, end, Some(store.buffers()));
             self.parts_started += 1;
             let number = self.parts_started as i32;
             let (store, key, id) = (store.clone(), self.key.clone(), self.upload_id.clone());
@@ -195,7 +193,7 @@ impl StreamingUpload {
             self.inflight.push_back(tokio::spawn(async move {
                 let spilled = source.spill_range();
                 let body = source
-                    .load(store.buffers())
+                    .load(Some(store.buffers()))
                     .await
                     .map_err(|e| StoreError::local("UploadPart", &key, e))?;
                 let etag = store.upload_part(&key, &id, number, body).await?;
@@ -228,7 +226,9 @@ impl StreamingUpload {
             let start = self.covered();
             if start < staging.len() || self.parts_started == 0 {
                 let body = staging
-                    .slice(start, staging.len(), store.buffers())
+                    .range(start, staging.len(), Some(store.buffers()))
+                    .load(Some(store.buffers()))
+                    .await
                     .map_err(|e| StoreError::local("UploadPart", &self.key, e))?;
                 let number = (self.parts_started + 1) as i32;
                 let etag = store
