@@ -38,6 +38,27 @@ pub enum Staging {
     },
 }
 
+impl Drop for Staging {
+    /// Closing the last descriptor of a spill file frees its blocks and cached pages, which is
+    /// blocking work for a large file: it is closed on a blocking thread of the runtime, or on
+    /// a thread of its own when dropped outside the runtime (a FUSE thread answering a
+    /// `release`), so neither the async threads nor the FUSE threads wait for it.
+    fn drop(&mut self) {
+        if let Staging::Disk { file, .. } = self {
+            let file = file.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || drop(file))),
+                // Should the thread not start, the closure and the file are dropped here.
+                Err(_) => drop(
+                    std::thread::Builder::new()
+                        .name("rossfs-close".into())
+                        .spawn(move || drop(file)),
+                ),
+            }
+        }
+    }
+}
+
 /// A range of staged bytes, taken under the file's lock and loaded after: content in memory
 /// is copied at once, a spill file's is read by [`StagedRange::load`] on a blocking thread.
 #[derive(Debug)]
@@ -86,6 +107,19 @@ impl StagedRange {
 /// An empty buffer with room for `len` bytes: from `buffers`, or of its own.
 fn buffer_for(buffers: Option<&Arc<BufferPool>>, len: usize) -> PooledBuffer {
     buffers.map_or_else(|| PooledBuffer::unpooled(len), |b| b.take(len))
+}
+
+/// Runs blocking file work that changes staged content from async code. On the multi-thread
+/// runtime the calling worker first hands its other tasks to a fresh worker
+/// (`block_in_place`), so they do not wait for the disk; unlike a move to a blocking thread
+/// there is no await, so the change cannot be cut short halfway by a dropped future. Outside
+/// that runtime (a test's current-thread runtime, a FUSE thread) it just runs.
+fn off_the_runtime<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(rt) if rt.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// A new anonymous spill file in `dir` holding `data`. Blocking.
@@ -212,42 +246,13 @@ impl Staging {
         Ok(())
     }
 
-    /// [`Self::spill`] on a blocking thread; the content stays in memory if that fails.
-    async fn spill_off_thread(&mut self, cfg: &StagingConfig) -> io::Result<()> {
-        let Staging::Memory(v) = self else {
-            return Ok(());
-        };
-        let data = std::mem::take(v);
-        let dir = cfg.dir.clone();
-        let (data, file) = tokio::task::spawn_blocking(move || {
-            let file = spill_file(&dir, &data);
-            (data, file)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        match file {
-            Ok(file) => {
-                *self = Staging::Disk {
-                    file: Arc::new(file),
-                    len: data.len() as u64,
-                };
-                Ok(())
-            }
-            Err(e) => {
-                *self = Staging::Memory(data);
-                Err(e)
-            }
-        }
-    }
-
-    /// Prepares a write (or a length) ending at `end`, spilling to disk, on a blocking thread,
-    /// if it will not fit in memory. Returns the spill file when the write must go there: the
-    /// caller writes it off the async threads (a large write is a copy into the page cache)
-    /// and then calls [`Self::grew_to`]. `None`: the content is in memory, use
-    /// [`Self::write_at`].
-    pub async fn disk_target(&mut self, cfg: &StagingConfig, end: u64) -> io::Result<Option<Arc<File>>> {
+    /// Prepares a write ending at `end`, spilling to disk if it will not fit in memory (see
+    /// [`off_the_runtime`]). Returns the spill file when the write must go there: the caller
+    /// writes it off the async threads (a large write is a copy into the page cache) and then
+    /// calls [`Self::grew_to`]. `None`: the content is in memory, use [`Self::write_at`].
+    pub fn disk_target(&mut self, cfg: &StagingConfig, end: u64) -> io::Result<Option<Arc<File>>> {
         if end > cfg.memory_limit {
-            self.spill_off_thread(cfg).await?;
+            off_the_runtime(|| self.spill(cfg))?;
         }
         Ok(match self {
             Staging::Memory(_) => None,
@@ -305,18 +310,16 @@ impl Staging {
     }
 
     /// Sets the length, cutting or zero-filling.
-    /// Spilling and cutting a spill file (which frees its blocks) run on a blocking thread.
-    pub async fn truncate(&mut self, cfg: &StagingConfig, new_len: u64) -> io::Result<()> {
+    /// Spilling, and cutting a spill file (which frees its blocks), leave the async threads
+    /// (see [`off_the_runtime`]).
+    pub fn truncate(&mut self, cfg: &StagingConfig, new_len: u64) -> io::Result<()> {
         if new_len > cfg.memory_limit {
-            self.spill_off_thread(cfg).await?;
+            off_the_runtime(|| self.spill(cfg))?;
         }
         match self {
             Staging::Memory(v) => v.resize(new_len as usize, 0),
             Staging::Disk { file, len } => {
-                let file = file.clone();
-                tokio::task::spawn_blocking(move || file.set_len(new_len))
-                    .await
-                    .map_err(io::Error::other)??;
+                off_the_runtime(|| file.set_len(new_len))?;
                 *len = new_len;
             }
         }
@@ -337,8 +340,8 @@ mod tests {
         s.range(start, end, Some(pool)).load_blocking(Some(pool)).unwrap()
     }
 
-    #[tokio::test]
-    async fn spills_past_the_limit_and_keeps_content() {
+    #[test]
+    fn spills_past_the_limit_and_keeps_content() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StagingConfig {
             memory_limit: 64 * 1024,
@@ -353,14 +356,14 @@ mod tests {
         assert_eq!(read(&s, 5, 3), vec![0, 0, 0]);
         let pool = BufferPool::new(1 << 20);
         assert_eq!(&part(&s, 100_000, 100_005, &pool)[..], b"world");
-        s.truncate(&cfg, 3).await.unwrap();
+        s.truncate(&cfg, 3).unwrap();
         assert_eq!(read(&s, 0, 100), b"hel");
         // Nothing is left in the staging directory: the spill file is anonymous.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
-    #[tokio::test]
-    async fn matches_a_plain_vector_under_random_writes() {
+    #[test]
+    fn matches_a_plain_vector_under_random_writes() {
         use rand::{Rng, SeedableRng};
         let dir = tempfile::tempdir().unwrap();
         let cfg = StagingConfig {
@@ -375,7 +378,7 @@ mod tests {
             if rng.random_bool(0.1) {
                 let n = rng.random_range(0..150_000u64);
                 model.resize(n as usize, 0);
-                s.truncate(&cfg, n).await.unwrap();
+                s.truncate(&cfg, n).unwrap();
             } else {
                 let off = rng.random_range(0..140_000u64);
                 let data: Vec<u8> = (0..rng.random_range(1..5000)).map(|_| rng.random()).collect();
@@ -415,21 +418,45 @@ mod tests {
             dir: dir.path().to_path_buf(),
         };
         let mut s = Staging::from_vec(b"hello".to_vec(), &cfg).unwrap();
-        assert!(s.disk_target(&cfg, 1000).await.unwrap().is_none());
+        assert!(s.disk_target(&cfg, 1000).unwrap().is_none());
         let blocked = StagingConfig {
             memory_limit: cfg.memory_limit,
             dir: dir.path().join("not-a-dir").join("spill"),
         };
         std::fs::write(dir.path().join("not-a-dir"), b"").unwrap();
-        assert!(s.disk_target(&blocked, 100_000).await.is_err());
+        assert!(s.disk_target(&blocked, 100_000).is_err());
         assert!(matches!(s, Staging::Memory(_)));
         assert_eq!(read(&s, 0, 10), b"hello");
-        let file = s.disk_target(&cfg, 100_000).await.unwrap().unwrap();
+        let file = s.disk_target(&cfg, 100_000).unwrap().unwrap();
         assert!(matches!(s, Staging::Disk { len: 5, .. }));
         file.write_all_at(b"world", 5).unwrap();
         s.grew_to(10);
         assert_eq!(s.range(0, 20, None).load(None).await.unwrap(), &b"helloworld"[..]);
         assert_eq!(read(&s, 3, 4), b"lowo");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn spilling_and_truncating_on_a_runtime_worker_keep_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StagingConfig {
+            memory_limit: 64 * 1024,
+            dir: dir.path().to_path_buf(),
+        };
+        // On a worker thread of the multi-thread runtime, as the mount's requests run.
+        let got = tokio::spawn(async move {
+            let mut s = Staging::from_vec(b"hello".to_vec(), &cfg).unwrap();
+            let file = s.disk_target(&cfg, 100_000).unwrap().unwrap();
+            file.write_all_at(b"world", 5).unwrap();
+            s.grew_to(10);
+            s.truncate(&cfg, 200_000).unwrap();
+            assert_eq!(s.len(), 200_000);
+            let got = s.range(0, 12, None).load(None).await.unwrap();
+            drop(s);
+            got
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, &b"helloworld\0\0"[..]);
     }
 
     #[test]

@@ -303,7 +303,7 @@ impl S3Filesystem {
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let key = self.key_for_path(&path);
         let mut staging = Staging::from_vec(Vec::new(), &self.cfg.staging)?;
-        match staging.disk_target(&self.cfg.staging, size).await? {
+        match staging.disk_target(&self.cfg.staging, size)? {
             None => {
                 let bytes = self.store.get_range(&key, 0, size).await?;
                 if bytes.len() as u64 != size {
@@ -574,7 +574,7 @@ impl S3Filesystem {
         let written = bytes.len() as u32;
         let end = offset.checked_add(bytes.len() as u64).ok_or(Errno(libc::EFBIG))?;
         let staging = d.staging.as_mut().ok_or(Errno::EIO)?;
-        match staging.disk_target(&self.cfg.staging, end).await? {
+        match staging.disk_target(&self.cfg.staging, end)? {
             Some(file) => {
                 // Copying a large write into the page cache is blocking work: it runs beside
                 // the I/O threads (which keep hashing and sending parts meanwhile).
@@ -745,7 +745,7 @@ impl S3Filesystem {
                 self.ensure_staged(ino, &mut d).await?;
             }
             if let Some(s) = d.staging.as_mut() {
-                s.truncate(&self.cfg.staging, size).await?;
+                s.truncate(&self.cfg.staging, size)?;
             }
             d.dirty = true;
             Ok::<(), Errno>(())
