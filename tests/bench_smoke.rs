@@ -52,3 +52,42 @@ fn benchmark_smoke_run_passes() {
         Err(e) => panic!("benchmark smoke run failed: {e}"),
     }
 }
+
+/// What an interrupted run leaves: nothing. The cleanup detaches mounts below the run's
+/// scratch directories (a mount point with a space in its name too, escaped in mountinfo)
+/// before it removes them, so it never deletes through a mount.
+#[test]
+fn an_interrupted_run_unmounts_and_removes_its_scratch_directories() {
+    use fsbench::interrupt::{clean_up, is_mount_point, scratch_dir};
+    let dir = scratch_dir("fsbench-cleanup-test-").expect("scratch dir");
+    let root = dir.path().to_path_buf();
+    let mounts = [root.join("mnt"), root.join("deep/er/with space")];
+    for m in &mounts {
+        std::fs::create_dir_all(m).expect("mountpoint");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "ramfs", "fsbench-cleanup-test"])
+            .arg(m)
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "mount -t ramfs {} (needs root)", m.display());
+        std::fs::write(m.join("data"), b"kept in the mount").expect("write into the mount");
+        assert!(is_mount_point(m), "{} is mounted", m.display());
+    }
+    // A mount inside the inner one, detached before it.
+    let nested = mounts[1].join("inner");
+    std::fs::create_dir(&nested).expect("nested mountpoint");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "fsbench-cleanup-test"])
+        .arg(&nested)
+        .status()
+        .expect("run mount");
+    assert!(ok.success());
+    std::fs::write(root.join("garage.log"), b"log").expect("write a file");
+
+    clean_up(std::slice::from_ref(&root));
+
+    for m in mounts.iter().chain([&nested]) {
+        assert!(!is_mount_point(m), "{} is still mounted", m.display());
+    }
+    assert!(!root.exists(), "{} is still there", root.display());
+}

@@ -10,6 +10,7 @@
 //! options. The entry point is [`run`], shared by the bench binary and `tests/bench_smoke.rs`.
 
 mod data;
+pub mod interrupt;
 mod mounts;
 mod report;
 mod s3;

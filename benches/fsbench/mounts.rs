@@ -141,7 +141,7 @@ impl MountConfig {
 
     /// Mount `peer` on a fresh mountpoint (fresh cache dir), then sync and drop the page cache.
     pub fn mount(&self, peer: Peer) -> Result<Mounted, String> {
-        let scratch = TempDir::with_prefix(format!("fsbench-{}-", peer.name())).map_err(|e| e.to_string())?;
+        let scratch = super::interrupt::scratch_dir(&format!("fsbench-{}-", peer.name()))?;
         let mnt = scratch.path().join("mnt");
         fs::create_dir(&mnt).map_err(|e| e.to_string())?;
         let mut f = fs::OpenOptions::new()
@@ -201,9 +201,7 @@ pub fn drop_caches() -> Result<(), String> {
 }
 
 pub fn is_mounted(path: &Path) -> bool {
-    let target = path.to_string_lossy().replace(' ', "\\040");
-    fs::read_to_string("/proc/self/mountinfo")
-        .is_ok_and(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str())))
+    super::interrupt::is_mount_point(path)
 }
 
 /// What a daemon used while it was mounted.

@@ -91,7 +91,7 @@ pub fn start_garage(rt: &tokio::runtime::Runtime) -> Result<Garage, String> {
     }
     let mut last = String::new();
     for _attempt in 0..5 {
-        let dir = TempDir::with_prefix("fsbench-garage-").map_err(|e| e.to_string())?;
+        let dir = super::interrupt::scratch_dir("fsbench-garage-")?;
         let (s3_port, rpc_port) = free_ports();
         let endpoint = Endpoint {
             url: format!("http://127.0.0.1:{s3_port}"),

@@ -524,7 +524,7 @@ fn ls_l(what: &str, path: &Path, n: usize, timeout: Duration) -> Result<f64, Str
 /// same system calls (tmpfs would add two xattr probes per file). The files sit at the same
 /// depth below the same kind of path as a mount's, so the path walk costs the same.
 fn local_warm_ls(key_prefix: &str, n: usize, timeout: Duration) -> Result<Option<f64>, String> {
-    let scratch = tempfile::TempDir::with_prefix("fsbench-ramfs-").map_err(|e| e.to_string())?;
+    let scratch = super::interrupt::scratch_dir("fsbench-ramfs-")?;
     let mnt = scratch.path().join("mnt");
     io(format!("mkdir {}", mnt.display()), fs::create_dir(&mnt))?;
     let mounted = Command::new("mount")
@@ -802,7 +802,7 @@ pub struct W7Prep {
 }
 
 pub fn prepare_w7(files: usize, bytes: u64) -> Result<W7Prep, String> {
-    let dir = tempfile::TempDir::with_prefix("fsbench-w7-").map_err(|e| e.to_string())?;
+    let dir = super::interrupt::scratch_dir("fsbench-w7-")?;
     let tree = data::Tree::generate(files, bytes, 7_000_000);
     let root = dir.path().join("src");
     tree.write_to(&root)?;
