@@ -305,6 +305,73 @@ fn mount_flags(opts: &MountOptions) -> libc::c_ulong {
     flags
 }
 
+/// The kernel flags of the options as `fusermount3` takes them, for a mount by another user
+/// than root; `suid`, `dev` and `nodiratime`, which fusermount3 ignores or refuses for other
+/// users, are refused here with the reason.
+fn fusermount_flags(opts: &MountOptions) -> Result<Vec<MountOption>, String> {
+    opts.kernel_flags
+        .iter()
+        .filter_map(|f| {
+            Some(Ok(match f.as_str() {
+                "suid" | "dev" => {
+                    return Some(Err(format!(
+                        "option '{f}' needs root: fusermount3 does not let other users mount with it"
+                    )))
+                }
+                "nodiratime" => {
+                    return Some(Err(
+                        "option 'nodiratime' needs root: fusermount3 does not take it (noatime covers \
+                         directories too)"
+                            .to_string(),
+                    ))
+                }
+                // The defaults (relatime is the kernel's; fusermount3 does not take the name).
+                "nosuid" | "nodev" | "relatime" => return None,
+                "noexec" => MountOption::NoExec,
+                "exec" => MountOption::Exec,
+                "noatime" => MountOption::NoAtime,
+                "atime" => MountOption::Atime,
+                "sync" => MountOption::Sync,
+                "async" => MountOption::Async,
+                "dirsync" => MountOption::DirSync,
+                other => {
+                    return Some(Err(format!(
+                        "option '{other}' is not a kernel flag fusermount3 takes"
+                    )))
+                }
+            }))
+        })
+        .collect()
+}
+
+/// What to do about a failed mount by a user other than root, from the error and the system.
+fn user_mount_fix(e: &std::io::Error, allow_other: bool) -> String {
+    let dev = Path::new("/dev/fuse");
+    if !dev.exists() {
+        return "there is no /dev/fuse: load the module with 'modprobe fuse' (as root); in a \
+                container, pass the device with --device /dev/fuse"
+            .into();
+    }
+    // SAFETY: access(2) on a NUL-terminated constant path.
+    if unsafe { libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+        return "this user may not open /dev/fuse: most distributions make it mode 0666 \
+                ('chmod 0666 /dev/fuse' as root), or mount as root"
+            .into();
+    }
+    let in_path = |name: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    if !in_path("fusermount3") {
+        return "other users mount through the setuid fusermount3, which is not installed: \
+                apt-get install fuse3"
+            .into();
+    }
+    if allow_other && e.to_string().contains("allow_other") {
+        return "allow_other for a user other than root needs 'user_allow_other' in /etc/fuse.conf".into();
+    }
+    "fusermount3 refused: see its message".into()
+}
+
 /// Mounts the filesystem and performs the FUSE handshake. As root, rossfs opens `/dev/fuse` and
 /// calls mount(2) itself so the filesystem type reads `fuse.rossfs` (what `mount -t`, fstab and
 /// updatedb's PRUNEFS match on); other users go through the setuid `fusermount3`.
@@ -328,10 +395,11 @@ fn open_session(
         if req.options.read_only {
             cfg.mount_options.push(MountOption::RO);
         }
+        cfg.mount_options.extend(fusermount_flags(&req.options)?);
         return Session::new(adapter, mountpoint, &cfg).map_err(|e| {
             format!(
-                "cannot mount at {shown}: {e} (is fusermount3 installed, and 'user_allow_other' set in \
-                 /etc/fuse.conf for allow_other?)"
+                "cannot mount at {shown}: {e} ({})",
+                user_mount_fix(&e, req.options.allow_other)
             )
         });
     }
@@ -371,6 +439,11 @@ fn open_session(
             Some(libc::ENODEV) => {
                 format!("cannot mount at {shown}: the kernel has no FUSE support (modprobe fuse)")
             }
+            Some(libc::EPERM) => format!(
+                "cannot mount at {shown}: mount(2) failed: {e} (in a container, run it with \
+                 --cap-add SYS_ADMIN --device /dev/fuse, and with an AppArmor profile that allows \
+                 mounts, e.g. --security-opt apparmor=unconfined)"
+            ),
             _ => format!("cannot mount at {shown}: mount(2) failed: {e}"),
         });
     }

@@ -368,6 +368,12 @@ fn reject_value(name: &str, value: Option<&str>) -> Result<(), OptionError> {
 /// Half the CPUs, at least one: measured on 2 cores, one I/O thread beside the FUSE threads
 /// and the kernel's work costs 15-20% less CPU per request than two (fewer cross-thread
 /// wake-ups) and was as fast or faster in every workload (`benches/`).
+/// `mib` MiB in bytes, or an error naming the option when that does not fit in 64 bits.
+fn mib_to_bytes(name: &str, mib: u64) -> Result<u64, OptionError> {
+    mib.checked_mul(1024 * 1024)
+        .ok_or_else(|| OptionError::new(format!("option '{name}={mib}': too large (it is in MiB)")))
+}
+
 fn default_io_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
@@ -419,6 +425,25 @@ impl MountOptions {
             "url" | "endpoint" => {
                 let v = require_value(name, value)?;
                 let host = v.strip_prefix("http://").or_else(|| v.strip_prefix("https://"));
+                let authority = host.unwrap_or(v).split(['/', '?', '#']).next().unwrap_or("");
+                if authority.contains('@') {
+                    // Not echoed: what comes before the '@' is likely a key and its secret.
+                    return Err(OptionError::new(format!(
+                        "option '{name}' has credentials in the URL (user:secret@host), where every \
+                         user can read them (ps, /proc/PID/cmdline); give the URL without them and \
+                         put ACCESS_KEY:SECRET in a file with mode 0600 passed as passwd_file=PATH"
+                    )));
+                }
+                let looks_like_region = !v.is_empty()
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && v.chars().any(|c| c == '-');
+                if host.is_none() && name == "endpoint" && looks_like_region {
+                    return Err(OptionError::new(format!(
+                        "option 'endpoint={v}': rossfs takes endpoint= as the server's URL (like \
+                         url=); for the signing region, as s3fs's endpoint= means it, write \
+                         region={v}"
+                    )));
+                }
                 if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
                     return Err(OptionError::new(format!(
                         "option '{name}={v}' is not an http:// or https:// URL; \
@@ -524,11 +549,11 @@ impl MountOptions {
                         "option 'max_memory={mib}': use at least 16 (MiB)"
                     )));
                 }
-                self.max_memory = mib * 1024 * 1024;
+                self.max_memory = mib_to_bytes(name, mib)?;
             }
             "max_dirty_memory" => {
                 let mib = parse_u64(name, require_value(name, value)?)?;
-                self.memory_staging_limit = mib * 1024 * 1024;
+                self.memory_staging_limit = mib_to_bytes(name, mib)?;
             }
             "retries" => {
                 let n = parse_u32(name, require_value(name, value)?)?;
@@ -608,7 +633,13 @@ impl MountOptions {
                 self.storage_class = Some(v.to_string());
             }
             "use_sse" => match value {
-                None | Some("1") | Some("custom") => self.use_sse = true,
+                None | Some("1") => self.use_sse = true,
+                Some(v) if v == "custom" || v.starts_with("custom:") => {
+                    return Err(OptionError::new(
+                        "option 'use_sse=custom': rossfs has no SSE-C (keys the client provides); \
+                         use use_sse (SSE-S3) or use_sse=kmsid:KEY_ID (SSE-KMS)",
+                    ))
+                }
                 Some(v) => match v.strip_prefix("kmsid:") {
                     Some(id) if !id.is_empty() => self.set_kms_key(&format!("use_sse={v}"), id)?,
                     _ => {
@@ -745,6 +776,11 @@ mod tests {
             ("singlepart_copy_limit=6000", "5 to 5120"),
             ("dbglevel=loud", "dbglevel=loud"),
             ("retries=0", "retries=0"),
+            ("use_sse=custom", "no SSE-C"),
+            ("use_sse=custom:/etc/keys", "no SSE-C"),
+            ("endpoint=eu-west-1", "region=eu-west-1"),
+            ("max_dirty_memory=17592186044416", "too large"),
+            ("max_memory=17592186044417", "too large"),
         ] {
             let e = MountOptions::parse(&[bad]).unwrap_err();
             assert!(e.0.contains(needle), "{bad}: {e}");
@@ -767,6 +803,9 @@ mod tests {
             "secret_key=TOPSECRETVALUE",
             "aws_access_key_id=TOPSECRETVALUE",
             "sk=TOPSECRETVALUE",
+            "url=https://AKID:TOPSECRETVALUE@s3.example.com",
+            "endpoint=http://AKID:TOPSECRETVALUE@127.0.0.1:9000/",
+            "url=AKID:TOPSECRETVALUE@s3.example.com",
         ] {
             let e = MountOptions::parse(&[opt]).unwrap_err();
             assert!(e.0.contains("passwd_file"), "{e}");

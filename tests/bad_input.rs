@@ -148,6 +148,8 @@ fn bad_input_gives_one_clear_line_and_a_nonzero_exit() {
         ("hardlink_errno=eio", &["hardlink_errno=eio", "enotsup or eperm"]),
         ("storage_class=cheap", &["storage_class=cheap", "STANDARD"]),
         ("use_sse=aes", &["use_sse=aes", "kmsid:"]),
+        ("use_sse=custom", &["use_sse=custom", "no SSE-C", "kmsid:"]),
+        ("endpoint=eu-west-1", &["endpoint=eu-west-1", "region=eu-west-1"]),
         ("sse_kms_key_id=", &["sse_kms_key_id", "needs a value"]),
         ("mime=/nonexistent/mime.types", &["/nonexistent/mime.types"]),
         ("ca_bundle=/nonexistent/ca.pem", &["/nonexistent/ca.pem"]),

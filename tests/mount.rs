@@ -858,3 +858,88 @@ fn relative_mountpoint_and_option_paths_mean_the_callers_directory() {
     assert!(status.success());
     assert!(!is_mounted(&mnt));
 }
+
+/// A user other than root mounts through the setuid fusermount3, which gets the kernel flags
+/// the user asked for (`noexec`, `noatime`), and a flag it would drop for such a user (`suid`)
+/// fails the mount with the reason. /dev/fuse is made usable by other users for the test
+/// (mode 0666, as most distributions ship it) when it is not.
+#[test]
+fn a_user_other_than_root_mounts_with_the_kernel_flags_asked_for() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    struct DevMode(Option<u32>);
+    impl Drop for DevMode {
+        fn drop(&mut self) {
+            if let Some(mode) = self.0 {
+                let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode));
+            }
+        }
+    }
+    let mode = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+    let _restore = DevMode((mode & 0o006 != 0o006).then_some(mode));
+    if mode & 0o006 != 0o006 {
+        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let bucket = block_on(new_bucket("user-mount"));
+    let server = server();
+    let scratch = tempfile::TempDir::with_prefix("rossfs-user-").unwrap();
+    fs::set_permissions(scratch.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = scratch.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let passwd = write_passwd_file(scratch.path(), &server.access_key, &server.secret_key);
+    for p in [&mnt, &passwd] {
+        std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    // Whatever happens below, no mount outlives the test.
+    struct Detach<'a>(&'a Path);
+    impl Drop for Detach<'_> {
+        fn drop(&mut self) {
+            if is_mounted(self.0) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(self.0)
+                    .status();
+            }
+        }
+    }
+    let _detach = Detach(&mnt);
+    let mount_as_nobody = |flags: &str| {
+        let mut cmd = mount_command(&bucket, &mnt, &passwd, &[flags]);
+        cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+        run_with_deadline(cmd, scratch.path(), Duration::from_secs(60))
+    };
+
+    let out = mount_as_nobody("suid");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("option 'suid' needs root"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!is_mounted(&mnt));
+
+    let out = mount_as_nobody("noexec,noatime");
+    assert!(
+        out.status.success(),
+        "mount as uid {NOBODY} failed: {}",
+        stderr_of(&out)
+    );
+    assert!(is_mounted(&mnt));
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
+        .expect("the mount in mountinfo");
+    let flags: Vec<&str> = line.split(' ').nth(5).unwrap().split(',').collect();
+    for want in ["noexec", "noatime", "nosuid", "nodev"] {
+        assert!(flags.contains(&want), "no {want} in the mount's flags: {line}");
+    }
+    assert!(line.contains(" fuse.rossfs "), "{line}");
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -222,6 +222,11 @@ impl StoreError {
                         "the server rejected the signing region ({status} {code}): set region= to the \
                      bucket's region"
                     ),
+                    "RequestTimeTooSkewed" => format!(
+                        "the server at {endpoint} says this host's clock is wrong ({status} {code}): \
+                     signatures are only accepted within 15 minutes of the server's time; set the \
+                     clock (for example 'timedatectl set-ntp true', or chrony)"
+                    ),
                     "PermanentRedirect" | "301" => format!(
                         "bucket '{bucket}' lives in another region or endpoint ({status} {code}): set \
                      url= and region= to the bucket's"
@@ -333,6 +338,11 @@ mod tests {
         assert!(h.contains("403 InvalidAccessKeyId") && h.contains("passwd_file"));
         let h = service(403, "SignatureDoesNotMatch").mount_hint("b1", "http://h");
         assert!(h.contains("SignatureDoesNotMatch"));
+        let h = service(403, "RequestTimeTooSkewed").mount_hint("b1", "http://h");
+        assert!(
+            h.contains("403 RequestTimeTooSkewed") && h.contains("clock"),
+            "{h}"
+        );
         let h = StoreError::Unreachable {
             op: "ListObjectsV2",
             key: String::new(),
