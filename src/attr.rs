@@ -279,17 +279,22 @@ pub fn posix_metadata(attrs: &Attributes) -> HashMap<String, String> {
     m.insert(keys::GID.into(), attrs.gid.to_string());
     m.insert(keys::MTIME.into(), format_time(attrs.mtime));
     m.insert(keys::CTIME.into(), format_time(attrs.ctime));
+    // Read back as the mtime when absent (see `Presentation::from_object`).
+    if attrs.atime != attrs.mtime {
+        m.insert(keys::ATIME.into(), format_time(attrs.atime));
+    }
     if matches!(attrs.kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
         m.insert(keys::RDEV.into(), attrs.rdev.to_string());
     }
     m
 }
 
-/// Removes the time keys (`mtime`, `ctime`) from POSIX metadata: the object's Last-Modified
-/// then stands for both, as for objects written by other tools.
+/// Removes the time keys (`mtime`, `ctime`, `atime`) from POSIX metadata: the object's
+/// Last-Modified then stands for them, as for objects written by other tools.
 pub fn drop_times(meta: &mut HashMap<String, String>) {
     meta.remove(keys::MTIME);
     meta.remove(keys::CTIME);
+    meta.remove(keys::ATIME);
 }
 
 /// User metadata other than the POSIX keys, to carry over when an object is rewritten.
@@ -531,6 +536,17 @@ mod tests {
         let stored = parse_stored(&m, "k");
         let back = pres().from_object(kind_of_object(&stored, None), &stored, 5, None, UNIX_EPOCH);
         assert_eq!(back, a);
+        // An atime of its own is stored too (and only then).
+        assert!(!m.contains_key("atime"));
+        let read = Attributes {
+            atime: t + Duration::from_secs(60),
+            ..a
+        };
+        let m = posix_metadata(&read);
+        assert_eq!(m["atime"], "1600000060.123456789");
+        let stored = parse_stored(&m, "k");
+        let back = pres().from_object(kind_of_object(&stored, None), &stored, 5, None, UNIX_EPOCH);
+        assert_eq!(back, read);
     }
 
     #[test]

@@ -646,10 +646,7 @@ impl S3Filesystem {
                     return Err(Errno::ENOENT);
                 }
                 if self.cache.put_observed(&path, Some(state.clone()), ticket) {
-                    self.table.update(ino, |n| {
-                        n.state = state;
-                        n.stale = false;
-                    });
+                    self.table.update(ino, |n| n.refresh_from(state));
                 }
                 Ok(self.stat_of(&self.node(ino)?))
             }
@@ -715,8 +712,9 @@ impl S3Filesystem {
     }
 
     /// After a metadata change: whether the object already holds every attribute it stores
-    /// (a chown to the current owner, as `tar` does for each directory it made). Only the
-    /// ctime moved then, and the mount shows it without a copy of the object.
+    /// (a chown to the current owner, as `tar` does for each directory it made; an atime
+    /// change is stored). Only the ctime moved then, and the mount shows it without a copy of
+    /// the object.
     fn object_holds_already(&self, ino: u64, before: &attr::Attributes) -> bool {
         let Ok(node) = self.node(ino) else {
             return false;
@@ -727,6 +725,7 @@ impl S3Filesystem {
             && now.uid == before.uid
             && now.gid == before.gid
             && now.mtime == before.mtime
+            && now.atime == before.atime
     }
 
     /// Puts back what [`Self::apply_attributes`] set for `change` to its value in `before`,

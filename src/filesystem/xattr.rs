@@ -23,6 +23,8 @@ fn user_name(name: &OsStr) -> FsResult<&str> {
     let name = name.to_str().ok_or(Errno::EINVAL)?;
     if name.starts_with("user.") && name.len() > 5 {
         Ok(name)
+    } else if name == "user." {
+        Err(Errno::EINVAL)
     } else if name.len() > 255 {
         Err(Errno::ERANGE)
     } else {
@@ -58,10 +60,12 @@ impl S3Filesystem {
         sized(value, size)
     }
 
-    /// `listxattr`.
+    /// `listxattr`: the `user.` names, the only ones `getxattr` answers (names of other
+    /// namespaces that s3fs stored stay in the metadata, unlisted).
     pub fn listxattr(&self, ino: u64, size: u32) -> FsResult<XattrReply> {
         let mut out = Vec::new();
-        for name in self.xattrs_of(ino)?.keys() {
+        let xattrs = self.xattrs_of(ino)?;
+        for name in xattrs.keys().filter(|n| user_name(OsStr::new(n)).is_ok()) {
             out.extend_from_slice(name.as_bytes());
             out.push(0);
         }

@@ -81,6 +81,29 @@ pub struct Node {
     pub stale: bool,
 }
 
+impl Node {
+    /// Takes `state`, just read from the bucket. While the object is the version this mount
+    /// knows (the same ETag; for a directory without a marker, none on either side), the later
+    /// of each time is kept: the bucket does not hold every time this mount moved forward. A
+    /// file uploaded while it was written stores no mtime (its object's Last-Modified is when
+    /// the upload started), and a directory's marker is not rewritten when entries come and
+    /// go. A node marked stale takes `state` as it is.
+    pub fn refresh_from(&mut self, state: ObjectState) {
+        let same_version = !self.stale
+            && self.state.etag == state.etag
+            && (state.etag.is_some() || state.attr.kind == NodeKind::Dir);
+        let known = self.state.attr;
+        self.state = state;
+        self.stale = false;
+        if same_version {
+            let a = &mut self.state.attr;
+            a.mtime = a.mtime.max(known.mtime);
+            a.ctime = a.ctime.max(known.ctime);
+            a.atime = a.atime.max(known.atime);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TableInner {
     nodes: HashMap<u64, Node>,
@@ -213,8 +236,7 @@ impl InodeTable {
                 if node.state.attr.kind == state.attr.kind {
                     // An open file keeps the attributes its handles work with.
                     if node.opens == 0 || node.state.attr.kind != NodeKind::File || node.stale {
-                        node.state = state;
-                        node.stale = false;
+                        node.refresh_from(state);
                     }
                     return (ino, false);
                 }
