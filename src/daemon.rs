@@ -108,9 +108,10 @@ pub fn check_cache_dir(opts: &MountOptions) -> Result<(), String> {
     })
 }
 
-/// Checks the mountpoint: exists, is a directory, is not a dead or live mount already.
+/// Checks the mountpoint: exists, is a directory, is not a dead or live mount already, and is
+/// empty unless `nonempty` (a mount hides what the directory holds, as s3fs and rclone warn).
 /// Returns its canonical path.
-pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
+pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let shown = path.display();
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -150,6 +151,15 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
         return Err(format!(
             "mountpoint {} is already mounted ({fstype} from {source}): unmount it first ('umount {}') or choose another directory",
             canonical.display(),
+            canonical.display()
+        ));
+    }
+    // A directory this user cannot list is taken as it is.
+    let has_entries = std::fs::read_dir(&canonical).is_ok_and(|mut d| d.next().is_some());
+    if has_entries && !nonempty {
+        return Err(format!(
+            "mountpoint {} is not empty: what it holds would be hidden while the bucket is \
+             mounted; empty it or choose another directory, or pass -o nonempty to mount over it",
             canonical.display()
         ));
     }
@@ -203,6 +213,9 @@ impl Readiness {
     fn fail(&mut self, msg: &str) {
         match self.pipe.take() {
             Some(mut p) => {
+                // Also in the log (syslog or logfile=, once set up): the command that waits
+                // for this answer may have been interrupted meanwhile.
+                tracing::error!("mount failed: {msg}");
                 let _ = writeln!(p, "ERR {msg}");
             }
             None => eprintln!("rossfs: {msg}"),
@@ -527,7 +540,7 @@ pub fn run(mut req: MountRequest) -> i32 {
             readiness.fail(&msg);
             return 1;
         }
-        None => match check_mountpoint(&req.mountpoint) {
+        None => match check_mountpoint(&req.mountpoint, req.options.nonempty) {
             Ok(p) => p,
             Err(msg) => {
                 readiness.fail(&msg);
@@ -751,8 +764,10 @@ pub fn run(mut req: MountRequest) -> i32 {
                 match tokio::time::timeout(Duration::from_secs(5), done_rx).await {
                     Ok(r) => r.unwrap_or(Ok(())),
                     Err(_) => {
-                        tracing::info!(
-                            "files are still open on the detached mount; exiting (their data was flushed)"
+                        tracing::warn!(
+                            "files are still open on the detached mount after 5 s; exiting: what \
+                             was written to them so far is uploaded next, anything written after \
+                             that is lost"
                         );
                         Ok(())
                     }
@@ -796,13 +811,23 @@ mod tests {
     fn mountpoint_errors_name_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        assert!(check_mountpoint(&missing).unwrap_err().contains("mkdir -p"));
+        assert!(check_mountpoint(&missing, false)
+            .unwrap_err()
+            .contains("mkdir -p"));
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(check_mountpoint(&empty, false).is_ok());
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
-        assert!(check_mountpoint(&file).unwrap_err().contains("not a directory"));
-        assert!(check_mountpoint(Path::new("/proc"))
+        assert!(check_mountpoint(&file, false)
+            .unwrap_err()
+            .contains("not a directory"));
+        assert!(check_mountpoint(Path::new("/proc"), true)
             .unwrap_err()
             .contains("already mounted"));
-        assert!(check_mountpoint(dir.path()).is_ok());
+        // It holds `file` and `empty`: refused unless nonempty.
+        let e = check_mountpoint(dir.path(), false).unwrap_err();
+        assert!(e.contains("is not empty") && e.contains("-o nonempty"), "{e}");
+        assert!(check_mountpoint(dir.path(), true).is_ok());
     }
 }

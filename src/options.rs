@@ -118,6 +118,8 @@ pub struct MountOptions {
     pub read_only: bool,
     /// Let other users into the mount (`allow_other`).
     pub allow_other: bool,
+    /// Mount over a directory that has entries, hiding them (`nonempty`).
+    pub nonempty: bool,
     /// Number of entries in the stat cache (`max_stat_cache_size=`).
     pub max_stat_cache_size: u64,
     /// How long cached attributes are trusted, here and in the kernel (`stat_cache_expire=`).
@@ -201,6 +203,7 @@ impl Default for MountOptions {
             passwd_file: None,
             read_only: false,
             allow_other: false,
+            nonempty: false,
             max_stat_cache_size: 100_000,
             stat_cache_expire: Duration::from_secs(60),
             negative_cache: true,
@@ -303,7 +306,8 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "io_threads", value: "N", help: "threads running S3 requests and file operations (default: half the CPUs, at least 1)" },
     OptionDoc { name: "read_ahead_kb", value: "KIB", help: "kernel read-ahead of the mount, set as root (default 1024; 0 keeps the kernel's 128)" },
     OptionDoc { name: "nosuid, nodev, noexec, suid, dev, exec, noatime, atime", value: "", help: "kernel mount flags, passed through" },
-    OptionDoc { name: "default_permissions, nonempty, rw", value: "", help: "accepted for compatibility (permissions are always checked by the kernel)" },
+    OptionDoc { name: "nonempty", value: "", help: "mount over a directory that has entries (hidden while mounted); refused otherwise" },
+    OptionDoc { name: "default_permissions, rw", value: "", help: "accepted for compatibility (permissions are always checked by the kernel)" },
 ];
 
 /// Option names that would carry a key or secret (refused without echoing the value).
@@ -669,7 +673,11 @@ impl MountOptions {
                     ))
                 })?);
             }
-            "default_permissions" | "nonempty" => reject_value(name, value)?,
+            "default_permissions" => reject_value(name, value)?,
+            "nonempty" => {
+                reject_value(name, value)?;
+                self.nonempty = true;
+            }
             _ if looks_like_credential(name) => {
                 return Err(OptionError::new(format!(
                     "option '{name}' would put a credential on the command line, where every user \

@@ -135,6 +135,37 @@ fn mountpoint_missing_not_a_directory_or_busy_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_of(&out).contains("not a directory"), "{}", stderr_of(&out));
 
+    // A directory with entries: they would be hidden, so only with -o nonempty.
+    let full = scratch.path().join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("local.txt"), b"here before").unwrap();
+    let out = mount_command(&bucket, &full, &passwd, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("is not empty") && err.contains("-o nonempty"),
+        "{err}"
+    );
+    assert!(!is_mounted(&full));
+    let out = run_with_deadline(
+        mount_command(&bucket, &full, &passwd, &["nonempty"]),
+        scratch.path(),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(is_mounted(&full));
+    assert!(
+        !full.join("local.txt").exists(),
+        "the mount does not cover the directory"
+    );
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&full)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fs::read(full.join("local.txt")).unwrap(), b"here before");
+
     let m = Mount::mount(&bucket, &[]);
     let out = mount_command(&bucket, m.path(), &passwd, &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -239,8 +239,10 @@ impl StoreError {
                 format!("{hint}{said}")
             }
             StoreError::Timeout { .. } => format!(
-                "endpoint {endpoint} did not answer in time: check url= and that the server is \
-                 reachable from this host (raise connect_timeout= for slow networks)"
+                "endpoint {endpoint} did not answer a one-key listing in time, twice: check url= \
+                 and that the server is up and reachable from this host (the mount waits {} s \
+                 per attempt at most, less with a lower readwrite_timeout=)",
+                super::STARTUP_ATTEMPT_TIMEOUT.as_secs()
             ),
             StoreError::Unreachable { detail, .. } if detail.contains("certificate") => format!(
                 "the TLS certificate of {endpoint} is not trusted ({detail}): if the server uses a \

@@ -123,6 +123,9 @@ pub enum Encryption {
     Kms(String),
 }
 
+/// The longest the mount's first request waits for an answer, per attempt.
+pub const STARTUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Largest object a single CopyObject may copy on S3.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Largest object a single CopyObject may copy on Alibaba OSS.
@@ -190,6 +193,9 @@ pub struct ObjectStore {
     single_copy_limit: u64,
     /// Recycled buffers for the bodies of upload parts.
     buffers: std::sync::Arc<BufferPool>,
+    /// How long each attempt of the mount's first request waits: `readwrite_timeout`, at most
+    /// [`STARTUP_ATTEMPT_TIMEOUT`].
+    startup_attempt_timeout: Duration,
 }
 
 /// An HTTPS client that trusts the system roots plus the PEM certificates in `path`.
@@ -390,6 +396,7 @@ impl ObjectStore {
                 (None, false) => None,
             },
             pending_aborts: Default::default(),
+            startup_attempt_timeout: opts.readwrite_timeout.min(STARTUP_ATTEMPT_TIMEOUT),
             buffers,
             single_copy_limit: opts.singlepart_copy_limit.unwrap_or_else(|| {
                 // OSS refuses CopyObject past 1 GiB (S3 past 5 GiB).
@@ -449,13 +456,22 @@ impl ObjectStore {
     }
 
     /// One cheap request that proves endpoint, credentials and bucket work: a one-key listing of
-    /// the mount prefix, tried at most twice so an unreachable endpoint fails fast.
+    /// the mount prefix, tried at most twice, each attempt bounded by `readwrite_timeout` and
+    /// [`STARTUP_ATTEMPT_TIMEOUT`], so an unreachable or hung endpoint fails the mount in well
+    /// under a minute (systemd's default for a mount unit is 90 s) instead of twice
+    /// `readwrite_timeout`.
     pub async fn check_access(&self, prefix: &str) -> Result<(), StoreError> {
-        let quick = aws_sdk_s3::config::Builder::default().retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(2)
-                .with_initial_backoff(Duration::from_millis(200)),
-        );
+        let quick = aws_sdk_s3::config::Builder::default()
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(2)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(self.startup_attempt_timeout)
+                    .build(),
+            );
         self.client
             .list_objects_v2()
             .bucket(&self.bucket)
