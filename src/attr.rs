@@ -268,6 +268,23 @@ pub fn parse_stored(meta: &HashMap<String, String>, key: &str) -> StoredPosix {
     out
 }
 
+/// Whether a write by an unprivileged caller changes permission bits `perm` (see
+/// [`without_setid_on_write`]).
+pub fn write_clears_setid(perm: u32) -> bool {
+    without_setid_on_write(perm) != perm
+}
+
+/// `perm` after a write by a caller without `CAP_FSETID`: no set-user-ID bit, and no
+/// set-group-ID bit if the group may execute (without group execute, set-group-ID means
+/// mandatory locking and stays), as Linux does.
+pub fn without_setid_on_write(perm: u32) -> u32 {
+    let mut perm = perm & !0o4000;
+    if perm & 0o2010 == 0o2010 {
+        perm &= !0o2000;
+    }
+    perm
+}
+
 /// The s3fs-dialect metadata for `attrs`.
 pub fn posix_metadata(attrs: &Attributes) -> HashMap<String, String> {
     let mut m = HashMap::new();

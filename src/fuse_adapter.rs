@@ -544,6 +544,9 @@ impl Filesystem for FuseAdapter {
     ) {
         let start = Instant::now();
         let pid = req.pid();
+        if self.direct_io {
+            self.fs.clear_setid_for_writer(fh.0, req.uid());
+        }
         let now = self.fs.write_now(fh.0, offset, data, pid);
         let Some(reply) = self.answer_now("write", start, now, reply, |r, n, _| r.written(n)) else {
             return;

@@ -10,6 +10,7 @@ mod common;
 
 use std::ffi::CString;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -48,6 +49,8 @@ enum Op<'a> {
     Read(&'a Path),
     /// open O_WRONLY|O_CREAT|O_TRUNC with the mode, write, close (close reports the upload).
     Write(&'a Path, u32),
+    /// open O_WRONLY (no O_TRUNC), write at offset 0, close.
+    Overwrite(&'a Path),
     /// chmod(2).
     Chmod(&'a Path, u32),
     /// chown(2); `u32::MAX` leaves that id unchanged.
@@ -61,9 +64,13 @@ fn cpath(p: &Path) -> CString {
 /// Runs `op` as `user` in a forked child; returns the errno (0 on success).
 fn run_as(user: User, op: Op<'_>) -> i32 {
     let path = match op {
-        Op::Stat(p) | Op::List(p) | Op::Read(p) | Op::Write(p, _) | Op::Chmod(p, _) | Op::Chown(p, _, _) => {
-            cpath(p)
-        }
+        Op::Stat(p)
+        | Op::List(p)
+        | Op::Read(p)
+        | Op::Write(p, _)
+        | Op::Overwrite(p)
+        | Op::Chmod(p, _)
+        | Op::Chown(p, _, _) => cpath(p),
     };
     let groups: Vec<libc::gid_t> = user.groups.to_vec();
     // SAFETY: the child makes only async-signal-safe libc calls on memory prepared before the
@@ -125,6 +132,24 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
                     } else {
                         let data = b"written as a user\n";
                         let written = libc::write(fd, data.as_ptr().cast(), data.len());
+                        let write_errno = err();
+                        if written < 0 {
+                            libc::close(fd);
+                            write_errno
+                        } else if libc::close(fd) != 0 {
+                            err()
+                        } else {
+                            0
+                        }
+                    }
+                }
+                Op::Overwrite(_) => {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        err()
+                    } else {
+                        let data = b"over";
+                        let written = libc::pwrite(fd, data.as_ptr().cast(), data.len(), 0);
                         let write_errno = err();
                         if written < 0 {
                             libc::close(fd);
@@ -549,4 +574,65 @@ fn attribute_changes_that_change_nothing_stored_cost_no_request() {
     std::os::unix::fs::chown(&plain, Some(shown.uid()), Some(shown.gid())).unwrap();
     assert_eq!(s3_requests(port, "CopyObject"), copies);
     m.unmount();
+}
+
+/// A write by someone other than root clears the set-user-ID bit, and the set-group-ID bit of
+/// a group-executable file, as on ext4: through the page cache (the kernel sends the mode
+/// change) and through `direct_io` (rossfs clears them; the kernel leaves it to the
+/// filesystem there). Root keeps them; set-group-ID without group execute stays. The new
+/// modes are stored.
+#[test]
+fn a_write_by_another_user_clears_set_id_bits() {
+    let bucket = block_on(new_bucket("setid-write"));
+    for opts in [&[][..], &["direct_io"][..]] {
+        let m = Mount::mount(&bucket, &[&["allow_other"], opts].concat());
+        let cases = [
+            ("suid", 0o4777, 0o777),
+            ("sgid-x", 0o2777, 0o777),
+            ("sgid-nox", 0o2767, 0o2767),
+            ("both", 0o6777, 0o777),
+        ];
+        for (name, before, _) in cases {
+            let p = m.path().join(name);
+            fs::write(&p, b"root's").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(before)).unwrap();
+        }
+        let by_root = m.path().join("by-root");
+        fs::write(&by_root, b"root's").unwrap();
+        fs::set_permissions(&by_root, fs::Permissions::from_mode(0o4777)).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&by_root)
+            .unwrap()
+            .write_all(b"r")
+            .unwrap();
+        assert_eq!(
+            mode_of(&by_root) & 0o7777,
+            0o4777,
+            "{opts:?}: root's write kept S_ISUID"
+        );
+        for (name, before, after) in cases {
+            let p = m.path().join(name);
+            assert_eq!(run_as(U2000, Op::Overwrite(&p)), 0, "{opts:?} {name}");
+            assert_eq!(
+                mode_of(&p) & 0o7777,
+                after,
+                "{opts:?} {name}: {before:o} after a write by uid 2000"
+            );
+        }
+        m.unmount();
+        let m = Mount::mount(&bucket, &[]);
+        for (name, _, after) in cases {
+            assert_eq!(
+                mode_of(&m.path().join(name)) & 0o7777,
+                after,
+                "{opts:?} {name} stored"
+            );
+        }
+        for (name, _, _) in cases {
+            fs::remove_file(m.path().join(name)).unwrap();
+        }
+        fs::remove_file(m.path().join("by-root")).unwrap();
+        m.unmount();
+    }
 }

@@ -551,6 +551,30 @@ impl S3Filesystem {
         Err(Errno::ENOENT)
     }
 
+    /// Before a write through a `direct_io` handle by `uid`: clears the set-user-ID bit, and
+    /// the set-group-ID bit of a group-executable file, as a local filesystem does for a
+    /// writer without `CAP_FSETID` (taken to be anyone but root). On such handles the kernel
+    /// leaves that to the filesystem; through the page cache it sends the mode change itself.
+    /// The new mode is stored with the file's upload, and the kernel drops the attributes it
+    /// holds.
+    pub fn clear_setid_for_writer(&self, fh: u64, uid: u32) {
+        let Ok(handle) = self.handle(fh) else {
+            return;
+        };
+        let Ok(node) = self.node(handle.ino) else {
+            return;
+        };
+        if uid == 0 || !attr::write_clears_setid(node.state.attr.perm) {
+            return;
+        }
+        let now = SystemTime::now();
+        self.update_attributes(handle.ino, |a| {
+            a.perm = attr::without_setid_on_write(a.perm);
+            a.ctime = now;
+        });
+        self.kernel_forget_inode(handle.ino);
+    }
+
     /// `write`: into the staging area; returns the bytes written.
     pub async fn write(&self, fh: u64, offset: u64, bytes: Vec<u8>, pid: u32) -> FsResult<u32> {
         let handle = self.handle(fh)?;
