@@ -101,6 +101,38 @@ fn rotated_passwd_file_keys_are_used_without_a_remount() {
     m.unmount();
 }
 
+/// A passwd file that becomes unusable (here: malformed) keeps the mount on its last good
+/// keys, with one warning for that version of the file, not one per request.
+#[test]
+fn a_broken_passwd_file_keeps_the_last_keys_with_one_warning() {
+    let server = server();
+    let bucket = block_on(new_bucket("badpasswd"));
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    write_keys(&passwd, &server.access_key, &server.secret_key);
+    let log = dir.path().join("rossfs.log");
+    let m = Mount::mount(
+        &bucket,
+        &[
+            &format!("passwd_file={}", passwd.display()),
+            &format!("logfile={}", log.display()),
+        ],
+    );
+    fs::write(&passwd, "no colon on this line\n").unwrap();
+    for i in 0..5 {
+        fs::write(m.path().join(format!("f{i}")), b"still writing").unwrap();
+    }
+    let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert_eq!(keys, vec!["f0", "f1", "f2", "f3", "f4"]);
+    m.unmount();
+    let text = fs::read_to_string(&log).unwrap();
+    let warnings = text.matches("keeping the previous keys").count();
+    assert_eq!(
+        warnings, 1,
+        "one warning for the broken file, got {warnings}:\n{text}"
+    );
+}
+
 /// Waits until `mnt` is mounted by the foreground `child`.
 fn wait_mounted(child: &mut std::process::Child, mnt: &Path, why: &str) {
     let start = Instant::now();

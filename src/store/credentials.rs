@@ -128,6 +128,8 @@ pub struct PasswdFileProvider {
     path: PathBuf,
     bucket: String,
     cached: Mutex<Option<(FileStamp, Credentials)>>,
+    /// The version of the file last found unusable (warned about once, not at every request).
+    warned: Mutex<Option<Option<FileStamp>>>,
 }
 
 impl PasswdFileProvider {
@@ -139,6 +141,7 @@ impl PasswdFileProvider {
             path,
             bucket: bucket.to_string(),
             cached: Mutex::new(Some((stamp, creds))),
+            warned: Mutex::new(None),
         })
     }
 
@@ -162,7 +165,11 @@ impl PasswdFileProvider {
             Err(e) => match cached.as_ref() {
                 // Keep serving the last good keys while the file is being rewritten or broken.
                 Some((_, creds)) => {
-                    tracing::warn!("{e}; keeping the previous keys");
+                    let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+                    if *warned != Some(stamp) {
+                        tracing::warn!("{e}; keeping the previous keys");
+                        *warned = Some(stamp);
+                    }
                     Ok(creds.clone())
                 }
                 None => Err(CredentialsError::provider_error(e)),
@@ -182,6 +189,28 @@ impl ProvideCredentials for PasswdFileProvider {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn credentials_are_refreshed_ahead_and_kept_through_a_failed_refresh() {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::now();
+        let min = |m: u64| Duration::from_secs(60 * m);
+        // Keys without expiry, or with more than five minutes left: no refresh.
+        assert!(!needs_refresh(None, now, None));
+        assert!(!needs_refresh(Some(now + min(30)), now, None));
+        // Five minutes or less left: refresh.
+        assert!(needs_refresh(Some(now + min(4)), now, None));
+        // After a failed refresh: the keys are used until the retry time, then asked again.
+        let retry = Some(now + Duration::from_secs(30));
+        assert!(!needs_refresh(Some(now + min(4)), now, retry));
+        assert!(needs_refresh(
+            Some(now + min(4)),
+            now + Duration::from_secs(31),
+            retry
+        ));
+        // Expired keys are never used, whatever the retry time.
+        assert!(needs_refresh(Some(now - min(1)), now, retry));
+    }
     use super::*;
 
     #[test]
@@ -264,6 +293,29 @@ struct ChainState {
     stamps: Vec<Option<FileStamp>>,
     chain: Option<aws_config::default_provider::credentials::DefaultCredentialsChain>,
     cached: Option<Credentials>,
+    /// A refresh failed while the cached credentials were still valid: they are used without
+    /// asking again until then.
+    retry_after: Option<std::time::SystemTime>,
+}
+
+/// Credentials are refreshed this long before they expire.
+const REFRESH_AHEAD: std::time::Duration = std::time::Duration::from_secs(300);
+/// After a failed refresh, still-valid credentials are used this long before the next try.
+const REFRESH_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether cached credentials expiring at `expiry` (`None`: never) need a refresh at `now`.
+fn needs_refresh(
+    expiry: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+    retry_after: Option<std::time::SystemTime>,
+) -> bool {
+    let Some(expiry) = expiry else {
+        return false;
+    };
+    let ahead = expiry
+        .duration_since(now)
+        .map_or(true, |left| left <= REFRESH_AHEAD);
+    ahead && (retry_after.is_none_or(|t| now >= t) || expiry <= now)
 }
 
 impl std::fmt::Debug for ReloadingChain {
@@ -314,14 +366,9 @@ impl ReloadingChain {
             state.stamps = stamps;
             state.cached = None;
         }
+        let now = std::time::SystemTime::now();
         if let Some(c) = &state.cached {
-            let fresh = match c.expiry() {
-                None => true,
-                Some(exp) => exp
-                    .duration_since(std::time::SystemTime::now())
-                    .is_ok_and(|left| left > std::time::Duration::from_secs(300)),
-            };
-            if fresh {
+            if !needs_refresh(c.expiry(), now, state.retry_after) {
                 return Ok(c.clone());
             }
         }
@@ -329,9 +376,26 @@ impl ReloadingChain {
             .chain
             .as_ref()
             .ok_or_else(|| CredentialsError::not_loaded("no credential chain"))?;
-        let creds = chain.provide_credentials().await?;
-        state.cached = Some(creds.clone());
-        Ok(creds)
+        match chain.provide_credentials().await {
+            Ok(creds) => {
+                state.cached = Some(creds.clone());
+                state.retry_after = None;
+                Ok(creds)
+            }
+            // A blip of the metadata service or STS: the keys held are good until they expire.
+            Err(e) => match state.cached.clone() {
+                Some(c) if c.expiry().is_some_and(|exp| exp > now) => {
+                    tracing::warn!(
+                        "refreshing the AWS credentials failed ({e}); using the current ones, \
+                         valid until they expire, and trying again in {} s",
+                        REFRESH_RETRY.as_secs()
+                    );
+                    state.retry_after = Some(now + REFRESH_RETRY);
+                    Ok(c)
+                }
+                _ => Err(e),
+            },
+        }
     }
 }
 
