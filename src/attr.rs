@@ -204,6 +204,19 @@ pub fn format_time(t: SystemTime) -> String {
     }
 }
 
+/// Alias names other tools also use for their own purposes (a user name, a permission text):
+/// taken as POSIX values only when they parse as such, and otherwise left alone (no warning,
+/// carried over as the tool's metadata).
+const LOOSE_ALIASES: &[&str] = &["permissions", "owner", "group"];
+
+/// Whether the loose alias `name` holds a value this module reads (see [`LOOSE_ALIASES`]).
+fn loose_alias_parses(name: &str, value: &str) -> bool {
+    match name {
+        "permissions" => parse_base0(value).is_some_and(|m| m <= 0o177777),
+        _ => value.trim().parse::<u32>().is_ok(),
+    }
+}
+
 fn first<'a>(meta: &'a HashMap<String, String>, names: &[&'a str]) -> Option<(&'a str, &'a str)> {
     names.iter().find_map(|n| meta.get(*n).map(|v| (*n, v.as_str())))
 }
@@ -212,7 +225,9 @@ fn first<'a>(meta: &'a HashMap<String, String>, names: &[&'a str]) -> Option<(&'
 /// naming the key, so the next alias or the default applies; it never fails the lookup.
 pub fn parse_stored(meta: &HashMap<String, String>, key: &str) -> StoredPosix {
     let warn = |name: &str, value: &str| {
-        tracing::warn!(object = key, "ignoring unparseable metadata {name}={value:?}");
+        if !LOOSE_ALIASES.contains(&name) {
+            tracing::warn!(object = key, "ignoring unparseable metadata {name}={value:?}");
+        }
     };
     let mut out = StoredPosix::default();
     for name in ["mode", "permissions", "goog-reserved-posix-mode"] {
@@ -314,10 +329,14 @@ pub fn drop_times(meta: &mut HashMap<String, String>) {
     meta.remove(keys::ATIME);
 }
 
-/// User metadata other than the POSIX keys, to carry over when an object is rewritten.
+/// User metadata other than the POSIX keys, to carry over when an object is rewritten (a
+/// loose alias whose value is not a POSIX value is another tool's, and is carried over too).
 pub fn foreign_metadata(meta: &HashMap<String, String>) -> HashMap<String, String> {
     meta.iter()
-        .filter(|(k, _)| !keys::ALL_POSIX.contains(&k.as_str()))
+        .filter(|(k, v)| {
+            !keys::ALL_POSIX.contains(&k.as_str())
+                || (LOOSE_ALIASES.contains(&k.as_str()) && !loose_alias_parses(k, v))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -564,6 +583,29 @@ mod tests {
         let stored = parse_stored(&m, "k");
         let back = pres().from_object(kind_of_object(&stored, None), &stored, 5, None, UNIX_EPOCH);
         assert_eq!(back, read);
+    }
+
+    #[test]
+    fn other_tools_owner_group_and_permissions_are_theirs_unless_numeric() {
+        let meta: HashMap<String, String> = [
+            ("owner", "alice"),
+            ("group", "1000"),
+            ("permissions", "rw-r--r--"),
+            ("project", "x"),
+            ("mode", "33188"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let stored = parse_stored(&meta, "k");
+        assert_eq!(
+            (stored.uid, stored.gid, stored.mode),
+            (None, Some(1000), Some(0o100644))
+        );
+        let mut kept: Vec<_> = foreign_metadata(&meta).into_iter().collect();
+        kept.sort();
+        let want = [("owner", "alice"), ("permissions", "rw-r--r--"), ("project", "x")];
+        assert_eq!(kept, want.map(|(k, v)| (k.to_string(), v.to_string())));
     }
 
     #[test]
