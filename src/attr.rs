@@ -432,7 +432,8 @@ impl Presentation {
         let uid = self.force_uid.unwrap_or(attrs.uid);
         let gid = self.force_gid.unwrap_or(attrs.gid);
         if is_root {
-            return (self.root_perm, uid, gid);
+            // Starts as `root_perm`; a chmod of the root changes it for the mount's life.
+            return (attrs.perm, uid, gid);
         }
         let perm = match (self.umask, attrs.kind) {
             (_, NodeKind::Symlink) => 0o777,
@@ -625,7 +626,12 @@ mod tests {
         p2.umask = Some(0o022);
         p2.force_uid = Some(1000);
         assert_eq!(p2.shown(&f, false), (0o755, 1000, 0));
-        assert_eq!(p2.shown(&f, true).0, 0o700);
+        // The root shows its own bits (root_perm at mount, a chmod after), whatever umask=.
+        let root = Attributes {
+            perm: p2.root_perm,
+            ..d
+        };
+        assert_eq!(p2.shown(&root, true), (0o700, 1000, 0));
     }
 
     #[test]

@@ -636,3 +636,28 @@ fn a_write_by_another_user_clears_set_id_bits() {
         m.unmount();
     }
 }
+
+/// A chmod of the mount root takes effect for the mount's life (a bucket root has no object to
+/// store it in; the next mount starts again from allow_other and mp_umask=), and the kernel
+/// checks other users against it.
+#[test]
+fn chmod_of_the_mount_root_takes_effect() {
+    let bucket = block_on(new_bucket("rootchmod"));
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    assert_eq!(mode_of(m.path()) & 0o7777, 0o777);
+    assert_eq!(run_as(U2000, Op::List(m.path())), 0);
+    fs::set_permissions(m.path(), fs::Permissions::from_mode(0o750)).unwrap();
+    assert_eq!(mode_of(m.path()) & 0o7777, 0o750);
+    assert_eq!(run_as(U2000, Op::List(m.path())), libc::EACCES);
+    fs::set_permissions(m.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    assert_eq!(mode_of(m.path()) & 0o7777, 0o1777);
+    assert_eq!(run_as(U2000, Op::Write(&m.path().join("mine"), 0o644)), 0);
+    m.unmount();
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    assert_eq!(
+        mode_of(m.path()) & 0o7777,
+        0o777,
+        "a new mount starts from allow_other"
+    );
+    m.unmount();
+}
