@@ -319,42 +319,36 @@ fn mount_flags(opts: &MountOptions) -> libc::c_ulong {
 }
 
 /// The kernel flags of the options as `fusermount3` takes them, for a mount by another user
-/// than root; `suid`, `dev` and `nodiratime`, which fusermount3 ignores or refuses for other
-/// users, are refused here with the reason.
+/// than root. Of two that contradict each other (`exec`, `noexec`) the later wins, as for
+/// root; `suid` and `dev`, which fusermount3 ignores for other users, are refused with the
+/// reason; `nodiratime` and `relatime`, which older fusermount3 (Debian 12's 3.14) does not
+/// take, are left out (FUSE keeps no access times of its own anyway).
 fn fusermount_flags(opts: &MountOptions) -> Result<Vec<MountOption>, String> {
-    opts.kernel_flags
-        .iter()
-        .filter_map(|f| {
-            Some(Ok(match f.as_str() {
-                "suid" | "dev" => {
-                    return Some(Err(format!(
-                        "option '{f}' needs root: fusermount3 does not let other users mount with it"
-                    )))
-                }
-                "nodiratime" => {
-                    return Some(Err(
-                        "option 'nodiratime' needs root: fusermount3 does not take it (noatime covers \
-                         directories too)"
-                            .to_string(),
-                    ))
-                }
-                // The defaults (relatime is the kernel's; fusermount3 does not take the name).
-                "nosuid" | "nodev" | "relatime" => return None,
-                "noexec" => MountOption::NoExec,
-                "exec" => MountOption::Exec,
-                "noatime" => MountOption::NoAtime,
-                "atime" => MountOption::Atime,
-                "sync" => MountOption::Sync,
-                "async" => MountOption::Async,
-                "dirsync" => MountOption::DirSync,
-                other => {
-                    return Some(Err(format!(
-                        "option '{other}' is not a kernel flag fusermount3 takes"
-                    )))
-                }
-            }))
-        })
-        .collect()
+    // The last word of each pair, in the order first given.
+    let mut chosen: Vec<(&str, MountOption)> = Vec::new();
+    for f in &opts.kernel_flags {
+        let (pair, option) = match f.as_str() {
+            "suid" | "dev" => {
+                return Err(format!(
+                    "option '{f}' needs root: fusermount3 does not let other users mount with it"
+                ))
+            }
+            "nosuid" | "nodev" | "relatime" | "nodiratime" => continue,
+            "noexec" => ("exec", MountOption::NoExec),
+            "exec" => ("exec", MountOption::Exec),
+            "noatime" => ("atime", MountOption::NoAtime),
+            "atime" => ("atime", MountOption::Atime),
+            "sync" => ("sync", MountOption::Sync),
+            "async" => ("sync", MountOption::Async),
+            "dirsync" => ("dirsync", MountOption::DirSync),
+            other => return Err(format!("option '{other}' is not a kernel flag fusermount3 takes")),
+        };
+        match chosen.iter_mut().find(|(p, _)| *p == pair) {
+            Some(slot) => slot.1 = option,
+            None => chosen.push((pair, option)),
+        }
+    }
+    Ok(chosen.into_iter().map(|(_, o)| o).collect())
 }
 
 /// What to do about a failed mount by a user other than root, from the error and the system.
@@ -805,6 +799,27 @@ mod tests {
     fn mountinfo_escapes() {
         assert_eq!(unescape_mountinfo("/mnt/with\\040space"), "/mnt/with space");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn flags_for_fusermount_take_the_later_of_a_pair_and_refuse_what_needs_root() {
+        let opts = MountOptions::parse(&["exec,noexec,atime,noatime,async,nodiratime,sync,dirsync,relatime"])
+            .unwrap();
+        assert_eq!(
+            fusermount_flags(&opts).unwrap(),
+            vec![
+                MountOption::NoExec,
+                MountOption::NoAtime,
+                MountOption::Sync,
+                MountOption::DirSync
+            ]
+        );
+        let opts = MountOptions::parse(&["noexec,exec,nosuid,nodev"]).unwrap();
+        assert_eq!(fusermount_flags(&opts).unwrap(), vec![MountOption::Exec]);
+        for needs_root in ["suid", "dev"] {
+            let opts = MountOptions::parse(&[needs_root]).unwrap();
+            assert!(fusermount_flags(&opts).unwrap_err().contains("needs root"));
+        }
     }
 
     #[test]

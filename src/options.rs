@@ -369,15 +369,15 @@ fn reject_value(name: &str, value: Option<&str>) -> Result<(), OptionError> {
     }
 }
 
-/// Half the CPUs, at least one: measured on 2 cores, one I/O thread beside the FUSE threads
-/// and the kernel's work costs 15-20% less CPU per request than two (fewer cross-thread
-/// wake-ups) and was as fast or faster in every workload (`benches/`).
 /// `mib` MiB in bytes, or an error naming the option when that does not fit in 64 bits.
 fn mib_to_bytes(name: &str, mib: u64) -> Result<u64, OptionError> {
     mib.checked_mul(1024 * 1024)
         .ok_or_else(|| OptionError::new(format!("option '{name}={mib}': too large (it is in MiB)")))
 }
 
+/// Half the CPUs, at least one: measured on 2 cores, one I/O thread beside the FUSE threads
+/// and the kernel's work costs 15-20% less CPU per request than two (fewer cross-thread
+/// wake-ups) and was as fast or faster in every workload (`benches/`).
 fn default_io_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }

@@ -1012,6 +1012,9 @@ fn times_this_mount_moved_forward_survive_the_attribute_cache() {
     // An atime set on its own (`touch -a -d 2001-01-01`) is stored.
     let small = m.path().join("small");
     fs::write(&small, b"s").unwrap();
+    let probe2 = m.path().join("probe2");
+    fs::write(&probe2, b"p").unwrap();
+    let probe2_mtime = mtime(&probe2);
     let small_mtime = mtime(&small);
     let path = CString::new(small.as_os_str().as_encoded_bytes()).unwrap();
     let times = [
@@ -1047,6 +1050,34 @@ fn times_this_mount_moved_forward_survive_the_attribute_cache() {
         "the atime set was not kept"
     );
     assert_eq!(mtime(&small), small_mtime);
+    assert_eq!(mtime(&probe2), probe2_mtime);
+    // Another client sets earlier times (a metadata copy keeps the ETag of the marker and of
+    // a single-part file): they show once the attributes expire.
+    let client = block_on(s3_client());
+    for (key, ty) in [("d/", "application/x-directory"), ("probe2", "text/plain")] {
+        block_on(
+            client
+                .copy_object()
+                .bucket(&bucket)
+                .key(key)
+                .copy_source(format!("{bucket}/{key}"))
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .content_type(ty)
+                .metadata("mtime", "1000000000.000000000")
+                .send(),
+        )
+        .unwrap();
+    }
+    wait_until(
+        "another client's earlier time shows on d",
+        Duration::from_secs(20),
+        || mtime(&dir) == (1_000_000_000, 0),
+    );
+    wait_until(
+        "another client's earlier time shows on probe2",
+        Duration::from_secs(20),
+        || mtime(&probe2) == (1_000_000_000, 0),
+    );
     m.unmount();
     // Stored in the bucket: a new mount shows it.
     let m = Mount::mount(&bucket, &[]);

@@ -5,6 +5,8 @@
 //! removed, and the process exits. The server and the mount daemons die with it (they are
 //! started with `PR_SET_PDEATHSIG`).
 
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -53,7 +55,10 @@ pub fn install() -> Result<(), String> {
             if rc != 0 {
                 return;
             }
-            eprintln!(
+            // Not eprintln!: after a hangup stderr fails (EIO, EPIPE), which must not stop
+            // the cleanup.
+            let _ = writeln!(
+                std::io::stderr(),
                 "fsbench: interrupted by signal {sig}: unmounting and removing the run's scratch directories"
             );
             let dirs = SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -64,8 +69,9 @@ pub fn install() -> Result<(), String> {
         .map_err(|e| format!("start the signal thread: {e}"))
 }
 
-/// Detaches every mount below `dirs` (deepest first, so removing a directory never walks
-/// into a mount and through it into a bucket), then removes the directories.
+/// Detaches every mount below `dirs` (deepest first), then removes the directories without
+/// ever walking into a mount (one that appeared meanwhile stays, with its mount point), so
+/// nothing is deleted through a mount from a bucket.
 pub fn clean_up(dirs: &[PathBuf]) {
     let mut mounts: Vec<PathBuf> = mount_points()
         .into_iter()
@@ -75,14 +81,40 @@ pub fn clean_up(dirs: &[PathBuf]) {
     for m in &mounts {
         let status = std::process::Command::new("umount").arg("-l").arg(m).status();
         if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("fsbench: umount -l {}: {status:?}", m.display());
+            let _ = writeln!(
+                std::io::stderr(),
+                "fsbench: umount -l {}: {status:?}",
+                m.display()
+            );
         }
     }
     for d in dirs {
-        if d.exists() && !mounts.iter().any(|m| m.starts_with(d) && is_mount_point(m)) {
-            if let Err(e) = std::fs::remove_dir_all(d) {
-                eprintln!("fsbench: remove {}: {e}", d.display());
+        if let Ok(md) = std::fs::symlink_metadata(d) {
+            remove_on_one_filesystem(d, md.dev());
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Removes what `dir` holds on the filesystem `dev`, skipping directories on any other (a
+/// mount), which are neither entered nor removed.
+fn remove_on_one_filesystem(dir: &Path, dev: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.is_dir() => {
+                if md.dev() == dev {
+                    remove_on_one_filesystem(&path, dev);
+                    let _ = std::fs::remove_dir(&path);
+                }
             }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => {}
         }
     }
 }

@@ -40,9 +40,11 @@ pub enum Staging {
 
 impl Drop for Staging {
     /// Closing the last descriptor of a spill file frees its blocks and cached pages, which is
-    /// blocking work for a large file: it is closed on a blocking thread of the runtime, or on
-    /// a thread of its own when dropped outside the runtime (a FUSE thread answering a
-    /// `release`), so neither the async threads nor the FUSE threads wait for it.
+    /// blocking work for a large file. The staging's reference goes to a blocking thread of
+    /// the runtime, or to a thread of its own when dropped outside the runtime (a FUSE thread
+    /// answering a `release`), so the file is closed there when that is the last reference
+    /// (usually: an upload task may still hold one, and the handover races with the caller
+    /// dropping its own), and neither the async threads nor the FUSE threads wait for it.
     fn drop(&mut self) {
         if let Staging::Disk { file, .. } = self {
             let file = file.clone();

@@ -403,6 +403,7 @@ impl S3Filesystem {
             content_headers: Vec::new(),
             dir_marker: Some(key),
             posix_stored: true,
+            bucket_times: Some([attrs.mtime, attrs.ctime, attrs.atime]),
         };
         self.cache.put(&path, state.clone());
         let ino = self.place_child(parent, name, state, false);

@@ -407,6 +407,7 @@ impl S3Filesystem {
             content_headers: Vec::new(),
             dir_marker: None,
             posix_stored: false,
+            bucket_times: None,
         };
         self.cache.invalidate(&path);
         let ino = self.place_child(parent, name, state, true);
@@ -827,6 +828,9 @@ impl S3Filesystem {
         let size = d.staging.as_ref().map_or(0, Staging::len);
         let put = self.put_options(&node, path, size, content_type);
         let mut result = None;
+        // Whether the object gets the node's times (a streamed upload stores none unless they
+        // were set explicitly).
+        let mut times_stored = true;
         if let Some(stream) = d.stream.take() {
             if stream.key() == key {
                 let sent = stream.sent.clone();
@@ -848,6 +852,7 @@ impl S3Filesystem {
                             && sent.content_type == put.content_type
                             && sent.content_headers == put.content_headers =>
                     {
+                        times_stored = d.times_set;
                         result = Some(Ok(etag))
                     }
                     // The attributes changed while the file was written (its mtime, at least):
@@ -898,6 +903,8 @@ impl S3Filesystem {
                 let state = self.table.update(ino, |n| {
                     n.state.etag = etag;
                     n.state.posix_stored = true;
+                    let a = &n.state.attr;
+                    n.state.bucket_times = times_stored.then_some([a.mtime, a.ctime, a.atime]);
                     n.state.attr.size = size;
                     n.state.content_type = Some(put.content_type.clone());
                     n.state.clone()

@@ -51,6 +51,10 @@ pub struct ObjectState {
     /// found them), so a change that leaves those and the mtime as they are needs no write.
     /// False where they are the mount's defaults or unknown (a listing, an implicit directory).
     pub posix_stored: bool,
+    /// The times (mtime, ctime, atime) as the bucket gave them when this state was read;
+    /// `None` where not known (a new file, or an upload that stored no times): the next read
+    /// sets them. See [`Node::refresh_from`].
+    pub bucket_times: Option<[std::time::SystemTime; 3]>,
 }
 
 /// One inode.
@@ -82,16 +86,21 @@ pub struct Node {
 }
 
 impl Node {
-    /// Takes `state`, just read from the bucket. While the object is the version this mount
-    /// knows (the same ETag; for a directory without a marker, none on either side), the later
-    /// of each time is kept: the bucket does not hold every time this mount moved forward. A
-    /// file uploaded while it was written stores no mtime (its object's Last-Modified is when
-    /// the upload started), and a directory's marker is not rewritten when entries come and
-    /// go. A node marked stale takes `state` as it is.
+    /// Takes `state`, just read from the bucket. While the bucket holds what this mount last
+    /// read there (the same ETag, or no marker for a directory, and the same stored times), the
+    /// later of each time is kept: the bucket does not hold every time this mount moved
+    /// forward. A file uploaded while it was written stores no mtime (its object's
+    /// Last-Modified is when the upload started), and a directory's marker is not rewritten
+    /// when entries come and go. Times another client stored, earlier ones too (`touch -d`,
+    /// `rsync -t`), are taken as they are; so is everything when the node is marked stale.
     pub fn refresh_from(&mut self, state: ObjectState) {
         let same_version = !self.stale
             && self.state.etag == state.etag
-            && (state.etag.is_some() || state.attr.kind == NodeKind::Dir);
+            && (state.etag.is_some() || state.attr.kind == NodeKind::Dir)
+            && self
+                .state
+                .bucket_times
+                .is_none_or(|t| Some(t) == state.bucket_times);
         let known = self.state.attr;
         self.state = state;
         self.stale = false;
@@ -773,6 +782,7 @@ mod tests {
             content_type: None,
             foreign_meta: HashMap::new(),
             content_headers: Vec::new(),
+            bucket_times: None,
             dir_marker: None,
             posix_stored: false,
         }

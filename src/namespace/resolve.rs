@@ -24,8 +24,10 @@ pub fn state_from_head(info: &ObjectInfo, pres: &Presentation, now: SystemTime) 
             tracing::warn!(key = %info.key, "directory object has a body of {} bytes; showing it as a directory", info.size);
         }
     }
+    let attr = pres.from_object(kind, &stored, info.size, info.last_modified, now);
     ObjectState {
-        attr: pres.from_object(kind, &stored, info.size, info.last_modified, now),
+        bucket_times: Some([attr.mtime, attr.ctime, attr.atime]),
+        attr,
         etag: info.etag.clone(),
         content_type: info.content_type.clone(),
         foreign_meta: attr::foreign_metadata(&info.metadata),
@@ -37,8 +39,10 @@ pub fn state_from_head(info: &ObjectInfo, pres: &Presentation, now: SystemTime) 
 
 /// State of a directory that exists only because keys live under it.
 pub fn implicit_dir_state(pres: &Presentation, mount_time: SystemTime) -> ObjectState {
+    let attr = pres.implicit_dir(mount_time);
     ObjectState {
-        attr: pres.implicit_dir(mount_time),
+        bucket_times: Some([attr.mtime, attr.ctime, attr.atime]),
+        attr,
         etag: None,
         content_type: None,
         foreign_meta: Default::default(),
