@@ -158,12 +158,7 @@ fn mountpoint_missing_not_a_directory_or_busy_is_refused() {
         !full.join("local.txt").exists(),
         "the mount does not cover the directory"
     );
-    let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg(&full)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    fusermount_u(&full);
     assert_eq!(fs::read(full.join("local.txt")).unwrap(), b"here before");
 
     let m = Mount::mount(&bucket, &[]);
@@ -881,12 +876,7 @@ fn relative_mountpoint_and_option_paths_mean_the_callers_directory() {
             "the daemon keeps the caller's directory busy"
         );
     }
-    let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    fusermount_u(&mnt);
     assert!(!is_mounted(&mnt));
 }
 
@@ -967,12 +957,7 @@ fn a_user_other_than_root_mounts_with_the_kernel_flags_asked_for() {
         assert!(flags.contains(&want), "no {want} in the mount's flags: {line}");
     }
     assert!(line.contains(" fuse.rossfs "), "{line}");
-    let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    fusermount_u(&mnt);
 }
 
 /// Times this mount moved forward and the bucket does not hold survive the attribute cache:

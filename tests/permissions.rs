@@ -90,6 +90,23 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
                 libc::_exit(120);
             }
             libc::umask(0o022);
+            // Writes `data` at offset 0 of the descriptor `fd` just opened, then closes it (the
+            // close reports the upload): the errno of the first step that failed, or 0.
+            let write_at_start = |fd: libc::c_int, data: &[u8]| {
+                if fd < 0 {
+                    return err();
+                }
+                if libc::pwrite(fd, data.as_ptr().cast(), data.len(), 0) < 0 {
+                    let write_errno = err();
+                    libc::close(fd);
+                    return write_errno;
+                }
+                if libc::close(fd) != 0 {
+                    err()
+                } else {
+                    0
+                }
+            };
             let rc = match op {
                 Op::Stat(_) => {
                     let mut st: libc::stat = std::mem::zeroed();
@@ -121,46 +138,15 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
                         e
                     }
                 }
-                Op::Write(_, mode) => {
-                    let fd = libc::open(
+                Op::Write(_, mode) => write_at_start(
+                    libc::open(
                         path.as_ptr(),
                         libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
                         mode,
-                    );
-                    if fd < 0 {
-                        err()
-                    } else {
-                        let data = b"written as a user\n";
-                        let written = libc::write(fd, data.as_ptr().cast(), data.len());
-                        let write_errno = err();
-                        if written < 0 {
-                            libc::close(fd);
-                            write_errno
-                        } else if libc::close(fd) != 0 {
-                            err()
-                        } else {
-                            0
-                        }
-                    }
-                }
-                Op::Overwrite(_) => {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 {
-                        err()
-                    } else {
-                        let data = b"over";
-                        let written = libc::pwrite(fd, data.as_ptr().cast(), data.len(), 0);
-                        let write_errno = err();
-                        if written < 0 {
-                            libc::close(fd);
-                            write_errno
-                        } else if libc::close(fd) != 0 {
-                            err()
-                        } else {
-                            0
-                        }
-                    }
-                }
+                    ),
+                    b"written as a user\n",
+                ),
+                Op::Overwrite(_) => write_at_start(libc::open(path.as_ptr(), libc::O_WRONLY), b"over"),
                 Op::Chmod(_, mode) => {
                     if libc::chmod(path.as_ptr(), mode) == 0 {
                         0

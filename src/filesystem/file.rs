@@ -559,13 +559,17 @@ impl S3Filesystem {
     /// The new mode is stored with the file's upload, and the kernel drops the attributes it
     /// holds.
     pub fn clear_setid_for_writer(&self, fh: u64, uid: u32) {
+        if uid == 0 {
+            return;
+        }
         let Ok(handle) = self.handle(fh) else {
             return;
         };
-        let Ok(node) = self.node(handle.ino) else {
-            return;
-        };
-        if uid == 0 || !attr::write_clears_setid(node.state.attr.perm) {
+        // On every write of the handle: a look at the bits, not a copy of the node.
+        let clears = self
+            .table
+            .update(handle.ino, |n| attr::write_clears_setid(n.state.attr.perm));
+        if clears != Some(true) {
             return;
         }
         let now = SystemTime::now();

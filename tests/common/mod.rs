@@ -764,6 +764,12 @@ pub fn run_with_deadline(mut cmd: Command, dir: &Path, deadline: Duration) -> Ou
     }
 }
 
+/// `fusermount3 -u <path>` of a mount made outside [`Mount`]; panics with its stderr if it fails.
+pub fn fusermount_u(path: &Path) {
+    let (ok, stderr) = fusermount_unmount(path, false);
+    assert!(ok, "fusermount3 -u {} failed: {}", path.display(), stderr.trim());
+}
+
 /// Run `fusermount3 -u [-z] <path>` and return whether it succeeded, with its stderr.
 fn fusermount_unmount(path: &Path, lazy: bool) -> (bool, String) {
     let mut cmd = Command::new("fusermount3");
