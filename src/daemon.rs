@@ -229,8 +229,11 @@ impl Readiness {
     }
 }
 
-/// Starts the daemon child and waits until it reports. Returns the exit code for the parent.
-fn spawn_daemon() -> i32 {
+/// Starts the daemon child and waits until it reports, at most `timeout` (`mount_timeout=`):
+/// past it the daemon is stopped, whatever it mounted is detached, and the mount fails, so a
+/// credentials source or server that never answers cannot hang `mount`, a boot's fstab or a
+/// pod's volume setup. Returns the exit code for the parent.
+fn spawn_daemon(mountpoint: &Path, timeout: Duration) -> i32 {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid array of two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -279,8 +282,18 @@ fn spawn_daemon() -> i32 {
             return 1;
         }
     };
-    let mut report = String::new();
-    let _ = reader.read_to_string(&mut report);
+    let Some(report) = read_report(&mut reader, timeout) else {
+        stop_daemon(&mut child);
+        // It may have mounted and then hung before answering a stat of the mount root.
+        let _ = unmount(mountpoint);
+        eprintln!(
+            "rossfs: the daemon was not ready after {} s (mount_timeout=), so it was stopped: it \
+             was waiting on the credentials source, the endpoint or the new mount; run with -f to \
+             see where, or allow it longer with mount_timeout=SECS",
+            timeout.as_secs()
+        );
+        return 1;
+    };
     let line = report.lines().next().unwrap_or("");
     if line == "OK" {
         return 0;
@@ -293,6 +306,68 @@ fn spawn_daemon() -> i32 {
     }
     let _ = child.wait();
     1
+}
+
+/// The daemon's first line through the readiness pipe, or whatever it wrote before closing
+/// the pipe; `None` if neither happened within `timeout`.
+fn read_report(reader: &mut std::fs::File, timeout: Duration) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut report = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut pfd = libc::pollfd {
+            fd: reader.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: pfd is one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Without poll, wait as before: the daemon closes the pipe when it is done.
+            let _ = reader.read_to_end(&mut report);
+            return Some(String::from_utf8_lossy(&report).into_owned());
+        }
+        if ready == 0 {
+            continue;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&report).into_owned()),
+            Ok(n) => {
+                report.extend_from_slice(&buf[..n]);
+                if report.contains(&b'\n') {
+                    return Some(String::from_utf8_lossy(&report).into_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(String::from_utf8_lossy(&report).into_owned()),
+        }
+    }
+}
+
+/// Stops a daemon that did not report: SIGTERM, and SIGKILL if it is still there 5 s later.
+fn stop_daemon(child: &mut std::process::Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: the child is ours and not yet reaped, so the pid is still its.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Kernel mount flags for the options (`nosuid,nodev` by default, as fusermount does).
@@ -548,7 +623,7 @@ pub fn run(mut req: MountRequest) -> i32 {
         return 1;
     }
     if !req.foreground && !readiness.is_daemon() {
-        return spawn_daemon();
+        return spawn_daemon(&mountpoint, req.options.mount_timeout);
     }
     let target = match &req.options.log_file {
         Some(path) => match LogTarget::file(path) {

@@ -166,6 +166,8 @@ pub struct MountOptions {
     pub connect_timeout: Duration,
     /// Timeout of one request attempt (`readwrite_timeout=` seconds).
     pub readwrite_timeout: Duration,
+    /// Longest the mount command waits for its daemon to be ready (`mount_timeout=` seconds).
+    pub mount_timeout: Duration,
     /// FUSE threads reading requests from the kernel (`fuse_threads=`).
     pub fuse_threads: usize,
     /// Threads running S3 requests and file operations (`io_threads=`).
@@ -226,6 +228,7 @@ impl Default for MountOptions {
             retries: 5,
             connect_timeout: Duration::from_secs(10),
             readwrite_timeout: Duration::from_secs(120),
+            mount_timeout: Duration::from_secs(120),
             fuse_threads: 2,
             io_threads: default_io_threads(),
             read_ahead_kb: 1024,
@@ -293,6 +296,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "retries", value: "N", help: "attempts per S3 request (default 5)" },
     OptionDoc { name: "connect_timeout", value: "SECS", help: "TCP connect timeout (default 10)" },
     OptionDoc { name: "readwrite_timeout", value: "SECS", help: "timeout of one request attempt (default 120)" },
+    OptionDoc { name: "mount_timeout", value: "SECS", help: "longest the mount command waits for the daemon to be ready; past it the daemon is stopped and the mount fails (default 120)" },
     OptionDoc { name: "hardlink_errno", value: "enotsup|eperm", help: "what link(2) returns (default enotsup; directories always eperm)" },
     OptionDoc { name: "storage_class", value: "CLASS", help: "storage class of uploaded objects (e.g. STANDARD_IA)" },
     OptionDoc { name: "use_sse", value: "", help: "server-side encryption SSE-S3 on every upload and copy (use_sse=kmsid:ID for SSE-KMS)" },
@@ -349,6 +353,17 @@ fn parse_octal_mode(name: &str, value: &str) -> Result<u32, OptionError> {
 fn parse_secs(name: &str, value: &str) -> Result<Duration, OptionError> {
     let secs = parse_u64(name, value)?;
     Ok(Duration::from_secs(secs))
+}
+
+/// [`parse_secs`] of a timeout, which cannot be 0.
+fn parse_timeout(name: &str, value: Option<&str>) -> Result<Duration, OptionError> {
+    let secs = parse_secs(name, require_value(name, value)?)?;
+    if secs.is_zero() {
+        return Err(OptionError::new(format!(
+            "option '{name}=0': use 1 or more seconds"
+        )));
+    }
+    Ok(secs)
 }
 
 fn require_value<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, OptionError> {
@@ -568,22 +583,9 @@ impl MountOptions {
                 }
                 self.retries = n;
             }
-            "connect_timeout" => {
-                self.connect_timeout = parse_secs(name, require_value(name, value)?)?;
-                if self.connect_timeout.is_zero() {
-                    return Err(OptionError::new(
-                        "option 'connect_timeout=0': use 1 or more seconds",
-                    ));
-                }
-            }
-            "readwrite_timeout" => {
-                self.readwrite_timeout = parse_secs(name, require_value(name, value)?)?;
-                if self.readwrite_timeout.is_zero() {
-                    return Err(OptionError::new(
-                        "option 'readwrite_timeout=0': use 1 or more seconds",
-                    ));
-                }
-            }
+            "connect_timeout" => self.connect_timeout = parse_timeout(name, value)?,
+            "readwrite_timeout" => self.readwrite_timeout = parse_timeout(name, value)?,
+            "mount_timeout" => self.mount_timeout = parse_timeout(name, value)?,
             "fuse_threads" => {
                 let n = parse_u64(name, require_value(name, value)?)?;
                 if !(1..=64).contains(&n) {

@@ -139,6 +139,7 @@ fn bad_input_gives_one_clear_line_and_a_nonzero_exit() {
         ("retries=0", &["retries=0", "retries=1"]),
         ("retries=-3", &["retries=-3", "whole number"]),
         ("connect_timeout=0", &["connect_timeout=0", "1 or more"]),
+        ("mount_timeout=0", &["mount_timeout=0", "1 or more"]),
         (
             "readwrite_timeout=forever",
             &["readwrite_timeout=forever", "whole number"],

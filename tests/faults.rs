@@ -1724,3 +1724,63 @@ fn a_listing_overlapping_an_upload_is_not_taken_as_the_whole_directory() {
     assert_eq!(fs::read(d.join("zz-new")).unwrap(), b"new");
     m.unmount();
 }
+
+/// A bucket that lives in another region: AWS S3 answers the mount's first listing with `301
+/// PermanentRedirect` and names the bucket's region in `x-amz-bucket-region`. The mount fails
+/// before it daemonizes, with that region in the fix, and makes no further attempt.
+#[test]
+fn a_bucket_in_another_region_is_refused_naming_its_region() {
+    let bucket = block_on(new_bucket("moved"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    proxy.set(
+        Fault::status(301, "PermanentRedirect")
+            .with_header("x-amz-bucket-region", "eu-central-1")
+            .on(Match::list_objects()),
+    );
+    let out = try_mount(&bucket, &[&format!("url={}", proxy.url())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("301 PermanentRedirect") && err.contains("set region=eu-central-1"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(proxy.injected(), 1, "a redirect is not retried");
+}
+
+/// A server that takes the request and never answers in time: the mount command gives up
+/// after `mount_timeout=`, stops its daemon and fails, instead of waiting as long as the
+/// daemon's own attempts take (or forever, on a source that never times out).
+#[test]
+fn a_daemon_not_ready_within_mount_timeout_is_stopped_and_the_mount_fails() {
+    let bucket = block_on(new_bucket("stuck"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    proxy.set(Fault::delay(Duration::from_secs(60)).on(Match::list_objects()));
+    let started = Instant::now();
+    let out = try_mount(
+        &bucket,
+        &[
+            &format!("url={}", proxy.url()),
+            "readwrite_timeout=60",
+            "mount_timeout=2",
+        ],
+    );
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not ready after 2 s") && err.contains("mount_timeout="),
+        "{err}"
+    );
+    assert_eq!(proxy.count(&Match::list_objects()), 1, "{err}");
+    // The daemon (the only process whose arguments name this bucket) is gone.
+    let alive: Vec<_> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&bucket))
+        .collect();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+    // The daemon's own first attempt would end after 15 s.
+    assert!(took < Duration::from_secs(12), "the command took {took:?}");
+}

@@ -21,7 +21,11 @@ pub enum StoreError {
         key: String,
     },
     /// The server answered with an error status.
-    #[error("{op} {key}: {status} {code}{}", if message.is_empty() { String::new() } else { format!(" ({message})") })]
+    #[error(
+        "{op} {key}: {status} {code}{}{}",
+        if message.is_empty() { String::new() } else { format!(" ({message})") },
+        match bucket_region { Some(r) => format!(" (the bucket's region is {r})"), None => String::new() }
+    )]
     Service {
         /// Operation name.
         op: &'static str,
@@ -34,6 +38,9 @@ pub enum StoreError {
         code: String,
         /// The server's message, if any.
         message: String,
+        /// The bucket's region when the server named it (`x-amz-bucket-region`, sent with a
+        /// `301 PermanentRedirect` or a region error by AWS S3 and most of its imitators).
+        bucket_region: Option<String>,
     },
     /// No answer within the configured time.
     #[error("{op} {key}: timed out talking to {endpoint}")]
@@ -82,6 +89,7 @@ impl StoreError {
                 let code = se.err().code().unwrap_or("").to_string();
                 let message = se.err().message().unwrap_or("").to_string();
                 Self::from_status(op, &key, status, code, message)
+                    .with_bucket_region(se.raw().headers().get(BUCKET_REGION_HEADER))
             }
             SdkError::TimeoutError(_) => StoreError::Timeout {
                 op,
@@ -136,7 +144,20 @@ impl StoreError {
             status,
             code,
             message,
+            bucket_region: None,
         }
+    }
+
+    /// The error with the bucket region a response header named (a blank or non-text value
+    /// is ignored).
+    pub fn with_bucket_region(mut self, region: Option<&str>) -> Self {
+        if let StoreError::Service { bucket_region, .. } = &mut self {
+            *bucket_region = region
+                .map(str::trim)
+                .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                .map(str::to_string);
+        }
+        self
     }
 
     /// The operation that failed.
@@ -191,8 +212,17 @@ impl StoreError {
                 code,
                 status,
                 message,
+                bucket_region,
                 ..
             } => {
+                // Where the server named the bucket's region, that is the value to set.
+                let region_fix = match bucket_region {
+                    Some(r) => format!(
+                        "the bucket is in region '{r}': set region={r}, and url= to an endpoint \
+                         of that region if this one serves only its own"
+                    ),
+                    None => "set region= to the bucket's region".to_string(),
+                };
                 let said = if message.is_empty() {
                     String::new()
                 } else {
@@ -218,19 +248,24 @@ impl StoreError {
                     ),
                     "AuthorizationHeaderMalformed"
                     | "InvalidRegion"
-                    | "IllegalLocationConstraintException" => format!(
-                        "the server rejected the signing region ({status} {code}): set region= to the \
-                     bucket's region"
-                    ),
+                    | "IllegalLocationConstraintException" => {
+                        format!("the server rejected the signing region ({status} {code}): {region_fix}")
+                    }
                     "RequestTimeTooSkewed" => format!(
                         "the server at {endpoint} says this host's clock is wrong ({status} {code}): \
                      signatures are only accepted within 15 minutes of the server's time; set the \
                      clock (for example 'timedatectl set-ntp true', or chrony)"
                     ),
-                    "PermanentRedirect" | "301" => format!(
-                        "bucket '{bucket}' lives in another region or endpoint ({status} {code}): set \
-                     url= and region= to the bucket's"
-                    ),
+                    "PermanentRedirect" | "301" => match bucket_region {
+                        Some(_) => format!(
+                            "bucket '{bucket}' is not served by {endpoint} ({status} {code}): \
+                             {region_fix}"
+                        ),
+                        None => format!(
+                            "bucket '{bucket}' lives in another region or endpoint ({status} \
+                             {code}): set url= and region= to the bucket's"
+                        ),
+                    },
                     _ => format!(
                         "the server at {endpoint} refused to list bucket '{bucket}' ({status} {code}): \
                      check url=, region= and the credentials"
@@ -269,6 +304,9 @@ impl StoreError {
     }
 }
 
+/// The response header in which S3 names a bucket's region.
+pub const BUCKET_REGION_HEADER: &str = "x-amz-bucket-region";
+
 /// The deepest source of an error chain: for a connector error that is the OS error
 /// ("Connection refused (os error 111)").
 fn innermost_cause(err: &(dyn std::error::Error + 'static)) -> String {
@@ -305,6 +343,7 @@ mod tests {
             status,
             code: code.into(),
             message: String::new(),
+            bucket_region: None,
         }
     }
 
@@ -353,5 +392,24 @@ mod tests {
         }
         .mount_hint("b1", "http://127.0.0.1:9");
         assert!(h.contains("http://127.0.0.1:9") && h.contains("refused"));
+
+        // A redirect or a region error names the region the server gave, when it gave one.
+        let moved = service(301, "PermanentRedirect").with_bucket_region(Some("eu-central-1"));
+        let h = moved.mount_hint("b1", "https://s3.amazonaws.com");
+        assert!(
+            h.contains("301 PermanentRedirect") && h.contains("region=eu-central-1"),
+            "{h}"
+        );
+        let h = service(400, "AuthorizationHeaderMalformed")
+            .with_bucket_region(Some(" ap-south-1 "))
+            .mount_hint("b1", "http://h");
+        assert!(h.contains("region=ap-south-1"), "{h}");
+        let h = service(301, "PermanentRedirect").mount_hint("b1", "http://h");
+        assert!(h.contains("url= and region="), "{h}");
+        // A header that is not a region name is not repeated.
+        let h = service(301, "PermanentRedirect")
+            .with_bucket_region(Some("x y\r\nSet: z"))
+            .mount_hint("b1", "http://h");
+        assert!(!h.contains("x y") && h.contains("url= and region="), "{h}");
     }
 }

@@ -597,7 +597,12 @@ impl ObjectStore {
             return Ok(r);
         }
         let (code, message) = lean::error_code(&r.body);
-        Err(self.noted(StoreError::from_status(op, subject, r.status, code, message)))
+        let region = r
+            .headers
+            .get(error::BUCKET_REGION_HEADER)
+            .and_then(|v| v.to_str().ok());
+        Err(self
+            .noted(StoreError::from_status(op, subject, r.status, code, message).with_bucket_region(region)))
     }
 
     /// The headers of a new object on the lean path: type, user metadata, storage class and

@@ -7,8 +7,9 @@
 //! requests). Before forwarding, each request is matched against the installed [`Fault`]s (by
 //! method, path, query and header); the first fault that matches and still has budget acts:
 //!
-//! * [`Action::Status`]: answer with an S3 error (`500 InternalError`, `503 SlowDown`) whose body
-//!   is a proper S3 XML error document, without forwarding;
+//! * [`Action::Status`]: answer with an S3 error (`500 InternalError`, `503 SlowDown`, a
+//!   `301 PermanentRedirect` naming the bucket's region) whose body is a proper S3 XML error
+//!   document, without forwarding;
 //! * [`Action::Reset`]: read the request, then reset the connection (RST);
 //! * [`Action::Delay`]: forward, then hold the response back for a while;
 //! * [`Action::CutBody`]: forward, then send the response head and half of the body and reset;
@@ -206,6 +207,8 @@ pub enum Action {
         status: u16,
         /// S3 error code in the XML body.
         code: &'static str,
+        /// One more response header, name and value.
+        header: Option<(&'static str, &'static str)>,
     },
     /// Read the request, then reset the client connection.
     Reset,
@@ -239,20 +242,31 @@ impl Fault {
         }
     }
 
+    /// An answer with `status` and the S3 error `code`.
+    pub fn status(status: u16, code: &'static str) -> Self {
+        Self::new(Action::Status {
+            status,
+            code,
+            header: None,
+        })
+    }
+
     /// `500 InternalError`.
     pub fn error500() -> Self {
-        Self::new(Action::Status {
-            status: 500,
-            code: "InternalError",
-        })
+        Self::status(500, "InternalError")
     }
 
     /// `503 SlowDown`.
     pub fn slow_down() -> Self {
-        Self::new(Action::Status {
-            status: 503,
-            code: "SlowDown",
-        })
+        Self::status(503, "SlowDown")
+    }
+
+    /// The error answer also carries the header `name: value`.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        if let Action::Status { header, .. } = &mut self.action {
+            *header = Some((name, value));
+        }
+        self
     }
 
     /// Connection reset after the request was read.
@@ -297,7 +311,7 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match &self.action {
-            Action::Status { status, code } => format!("{status} {code}"),
+            Action::Status { status, code, .. } => format!("{status} {code}"),
             Action::Reset => "reset".into(),
             Action::Delay(d) => format!("delay {}s", d.as_secs_f32()),
             Action::CutBody => "cut body".into(),
@@ -827,9 +841,9 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
                 shared.go_down(Instant::now() + d);
                 return client.reset();
             }
-            Some(Action::Status { status, code }) => {
+            Some(Action::Status { status, code, header }) => {
                 let n = shared.request_ids.fetch_add(1, Ordering::Relaxed);
-                let response = error_response(&req, status, code, n, close_after);
+                let response = error_response(&req, status, code, header, n, close_after);
                 if client.stream.write_all(&response).await.is_err() {
                     return;
                 }
@@ -957,6 +971,8 @@ fn rewrite_response_head(head: &[u8], close: bool) -> Vec<u8> {
 
 fn reason(status: u16) -> &'static str {
     match status {
+        301 => "Moved Permanently",
+        400 => "Bad Request",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -968,7 +984,14 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// An S3 error response as a real server sends it.
-fn error_response(req: &RequestHead, status: u16, code: &str, n: u64, close: bool) -> Vec<u8> {
+fn error_response(
+    req: &RequestHead,
+    status: u16,
+    code: &str,
+    extra_header: Option<(&str, &str)>,
+    n: u64,
+    close: bool,
+) -> Vec<u8> {
     let request_id = format!("FAULTPROXY{n:08}");
     let message = match code {
         "SlowDown" => "Please reduce your request rate.",
@@ -987,6 +1010,9 @@ fn error_response(req: &RequestHead, status: u16, code: &str, n: u64, close: boo
         reason(status),
         body.len()
     );
+    if let Some((name, value)) = extra_header {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
     if close {
         out.push_str("Connection: close\r\n");
     }
