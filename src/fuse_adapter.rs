@@ -54,6 +54,10 @@ pub struct FuseAdapter {
     /// `direct_io`: files are opened with `FOPEN_DIRECT_IO`, so the kernel passes each read and
     /// write straight through instead of filling its page cache.
     direct_io: bool,
+    /// The kernel leaves clearing the set-user-ID and set-group-ID bits to rossfs
+    /// (`FUSE_HANDLE_KILLPRIV_V2`, Linux 5.11+): it then neither asks for a file's
+    /// attributes before each chown nor checks `security.capability` before every write.
+    kills_setid: bool,
 }
 
 impl std::fmt::Debug for FuseAdapter {
@@ -66,7 +70,12 @@ impl FuseAdapter {
     /// An adapter that runs `fs` operations on the runtime behind `rt`; `direct_io` as the
     /// mount option.
     pub fn new(fs: Arc<S3Filesystem>, rt: Handle, direct_io: bool) -> Self {
-        Self { fs, rt, direct_io }
+        Self {
+            fs,
+            rt,
+            direct_io,
+            kills_setid: false,
+        }
     }
 
     /// Replies at once when memory could answer (`answer` is `Some`), timed as `name`; gives
@@ -219,7 +228,12 @@ impl Filesystem for FuseAdapter {
             | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO;
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            // rossfs clears the set-ID bits on write, truncate and chown itself (see
+            // `kill_setid`): the kernel then makes no GETATTR before a chown and no GETXATTR
+            // of `security.capability` before every write(2) (rossfs stores no security.*
+            // attributes, so there is no capability to drop).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.direct_io {
             // Without it the kernel refuses shared mappings of direct-I/O files (ENODEV);
             // with it (Linux 6.6+) a mapping uses the page cache and the kernel keeps it
@@ -230,6 +244,7 @@ impl Filesystem for FuseAdapter {
         if let Err(e) = config.add_capabilities(supported) {
             tracing::debug!("kernel refused capabilities {e:?}");
         }
+        self.kills_setid = supported.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         tracing::debug!(offered = ?config.capabilities(), asked = ?supported, "FUSE capabilities");
         if self.direct_io && !supported.contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
             tracing::warn!(
@@ -302,6 +317,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         tracing::trace!(ino = ino.0, ?mode, ?uid, ?gid, ?size, "setattr");
+        // With KILLPRIV_V2 the kernel flags a chown of a file (always) and a truncate by a
+        // caller without CAP_FSETID for clearing the set-ID bits; fuser does not pass the flag
+        // on, so a truncate is taken to clear them unless root makes it.
+        let kill_setid =
+            self.kills_setid && (uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0));
         let change = AttrChange {
             mode,
             uid,
@@ -309,6 +329,7 @@ impl Filesystem for FuseAdapter {
             size,
             atime: time_of(atime),
             mtime: time_of(mtime),
+            kill_setid,
         };
         let attr = |r: ReplyAttr, s: Stat, fs: &S3Filesystem| r.attr(&fs.ttl(), &file_attr(&s));
         let start = Instant::now();
@@ -473,6 +494,10 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        // As a write (the kernel sends no flag with a fallocate; root keeps the bits).
+        if self.kills_setid && req.uid() != 0 {
+            self.fs.clear_setid_for_write(fh.0);
+        }
         self.spawn(
             req,
             "fallocate",
@@ -537,15 +562,19 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let start = Instant::now();
         let pid = req.pid();
-        if self.direct_io {
-            self.fs.clear_setid_for_writer(fh.0, req.uid());
+        // The kernel flags a write by a caller without CAP_FSETID when it leaves the set-ID
+        // bits to rossfs (KILLPRIV_V2, and every direct_io write); a kernel without the flag
+        // on direct_io writes gets the same for anyone but root.
+        let kernel_asks = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        if kernel_asks || (self.direct_io && !self.kills_setid && req.uid() != 0) {
+            self.fs.clear_setid_for_write(fh.0);
         }
         let now = self.fs.write_now(fh.0, offset, data, pid);
         let Some(reply) = self.answer_now("write", start, now, reply, |r, n, _| r.written(n)) else {

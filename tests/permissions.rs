@@ -55,6 +55,8 @@ enum Op<'a> {
     Chmod(&'a Path, u32),
     /// chown(2); `u32::MAX` leaves that id unchanged.
     Chown(&'a Path, u32, u32),
+    /// truncate(2) to this length.
+    Truncate(&'a Path, i64),
 }
 
 fn cpath(p: &Path) -> CString {
@@ -70,7 +72,8 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
         | Op::Write(p, _)
         | Op::Overwrite(p)
         | Op::Chmod(p, _)
-        | Op::Chown(p, _, _) => cpath(p),
+        | Op::Chown(p, _, _)
+        | Op::Truncate(p, _) => cpath(p),
     };
     let groups: Vec<libc::gid_t> = user.groups.to_vec();
     // SAFETY: the child makes only async-signal-safe libc calls on memory prepared before the
@@ -156,6 +159,13 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
                 }
                 Op::Chown(_, uid, gid) => {
                     if libc::chown(path.as_ptr(), uid, gid) == 0 {
+                        0
+                    } else {
+                        err()
+                    }
+                }
+                Op::Truncate(_, len) => {
+                    if libc::truncate(path.as_ptr(), len) == 0 {
                         0
                     } else {
                         err()
@@ -621,6 +631,83 @@ fn a_write_by_another_user_clears_set_id_bits() {
         fs::remove_file(m.path().join("by-root")).unwrap();
         m.unmount();
     }
+}
+
+/// A chown clears the set-user-ID bit of a file, and its set-group-ID bit if the group may
+/// execute, whoever makes it (a directory keeps both); a truncate by someone other than root
+/// clears them too, root's keeps them: as the kernel does for FUSE filesystems that leave it
+/// to the kernel (which, unlike ext4, keeps a set-group-ID bit without group execute even for
+/// a caller outside the group). The new modes are stored. (The kernel
+/// leaves this to rossfs, which spares a GETATTR before every chown and a GETXATTR before
+/// every write.)
+#[test]
+fn a_chown_or_a_truncate_clears_set_id_bits() {
+    let bucket = block_on(new_bucket("setid-chown"));
+    let m = Mount::mount(&bucket, &["allow_other"]);
+    // name, mode, what changes it, the mode after
+    #[derive(Clone, Copy)]
+    enum By {
+        RootChown,
+        UserChgrp,
+        UserTruncate,
+        RootTruncate,
+    }
+    let cases = [
+        ("chown-suid", 0o4755, By::RootChown, 0o755),
+        ("chown-sgid-x", 0o2755, By::RootChown, 0o755),
+        ("chown-sgid-nox", 0o2745, By::RootChown, 0o2745),
+        ("chown-both", 0o6755, By::RootChown, 0o755),
+        ("chgrp-by-owner", 0o6750, By::UserChgrp, 0o750),
+        ("trunc-user", 0o6777, By::UserTruncate, 0o777),
+        ("trunc-user-nox", 0o6767, By::UserTruncate, 0o2767),
+        ("trunc-root", 0o6777, By::RootTruncate, 0o6777),
+    ];
+    for (name, mode, by, _) in cases {
+        let p = m.path().join(name);
+        fs::write(&p, b"twelve bytes").unwrap();
+        if matches!(by, By::UserChgrp) {
+            std::os::unix::fs::chown(&p, Some(U2000.uid), Some(U2000.gid)).unwrap();
+        }
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(mode_of(&p) & 0o7777, mode, "{name}: set up");
+    }
+    let dir = m.path().join("sgid-dir");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o6775)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    assert_eq!(
+        mode_of(&dir) & 0o7777,
+        0o6775,
+        "a directory keeps its bits on chown"
+    );
+    for (name, _, by, after) in cases {
+        let p = m.path().join(name);
+        match by {
+            By::RootChown => std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap(),
+            By::UserChgrp => {
+                assert_eq!(run_as(U2000, Op::Chown(&p, u32::MAX, U2000.gid)), 0, "{name}");
+            }
+            By::UserTruncate => assert_eq!(run_as(U2000, Op::Truncate(&p, 3)), 0, "{name}"),
+            By::RootTruncate => fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(3)
+                .unwrap(),
+        }
+        assert_eq!(mode_of(&p) & 0o7777, after, "{name}");
+    }
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    for (name, _, by, after) in cases {
+        let p = m.path().join(name);
+        assert_eq!(mode_of(&p) & 0o7777, after, "{name}: stored");
+        if matches!(by, By::UserTruncate | By::RootTruncate) {
+            assert_eq!(fs::read(&p).unwrap(), b"twe", "{name}: truncated");
+        }
+    }
+    assert_eq!(mode_of(&m.path().join("sgid-dir")) & 0o7777, 0o6775);
+    m.unmount();
 }
 
 /// A chmod of the mount root takes effect for the mount's life (a bucket root has no object to

@@ -552,20 +552,15 @@ impl S3Filesystem {
         Err(Errno::ENOENT)
     }
 
-    /// Before a write through a `direct_io` handle by `uid`: clears the set-user-ID bit, and
-    /// the set-group-ID bit of a group-executable file, as a local filesystem does for a
-    /// writer without `CAP_FSETID` (taken to be anyone but root). On such handles the kernel
-    /// leaves that to the filesystem; through the page cache it sends the mode change itself.
-    /// The new mode is stored with the file's upload, and the kernel drops the attributes it
-    /// holds.
-    pub fn clear_setid_for_writer(&self, fh: u64, uid: u32) {
-        if uid == 0 {
-            return;
-        }
+    /// Before a write the kernel asks it for (a caller without `CAP_FSETID`, see the FUSE
+    /// adapter): clears the set-user-ID bit, and the set-group-ID bit of a group-executable
+    /// file, as a local filesystem does. The new mode is stored with the file's upload, and
+    /// the kernel drops the attributes it holds.
+    pub fn clear_setid_for_write(&self, fh: u64) {
         let Ok(handle) = self.handle(fh) else {
             return;
         };
-        // On every write of the handle: a look at the bits, not a copy of the node.
+        // On every such write: a look at the bits, not a copy of the node.
         let clears = self
             .table
             .update(handle.ino, |n| attr::write_clears_setid(n.state.attr.perm));

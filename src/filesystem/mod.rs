@@ -157,6 +157,10 @@ pub struct AttrChange {
     pub atime: Option<SystemTime>,
     /// Modification time.
     pub mtime: Option<SystemTime>,
+    /// Also clear the set-user-ID bit, and the set-group-ID bit of a group-executable file
+    /// (not of a directory), as a local filesystem does on chown and on a truncate without
+    /// `CAP_FSETID`: set when the kernel leaves that to rossfs.
+    pub kill_setid: bool,
 }
 
 impl AttrChange {
@@ -734,7 +738,11 @@ impl S3Filesystem {
     fn undo_attributes(&self, ino: u64, change: &AttrChange, before: &attr::Attributes) {
         let state = self.table.update(ino, |n| {
             let a = &mut n.state.attr;
-            if change.mode.map(|m| m & 0o7777) == Some(a.perm) {
+            let mut perm_set = change.mode.map(|m| m & 0o7777);
+            if change.kill_setid && a.kind != NodeKind::Dir {
+                perm_set = Some(attr::without_setid_on_write(perm_set.unwrap_or(before.perm)));
+            }
+            if perm_set == Some(a.perm) {
                 a.perm = before.perm;
             }
             if change.uid == Some(a.uid) {
@@ -777,7 +785,9 @@ impl S3Filesystem {
             if let Some(t) = c.mtime {
                 a.mtime = t;
             }
-            // (Clearing set-id bits on chown is the kernel's job: it sends the new mode along.)
+            if c.kill_setid && a.kind != NodeKind::Dir {
+                a.perm = attr::without_setid_on_write(a.perm);
+            }
             if c.is_metadata() || c.size.is_some() {
                 a.ctime = now;
             }
