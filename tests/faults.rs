@@ -1784,3 +1784,26 @@ fn a_daemon_not_ready_within_mount_timeout_is_stopped_and_the_mount_fails() {
     // The daemon's own first attempt would end after 15 s.
     assert!(took < Duration::from_secs(12), "the command took {took:?}");
 }
+
+/// A server that refuses `If-Match` on GET (`501 NotImplemented`): reads go on without the
+/// version check after one warning, instead of failing.
+#[test]
+fn a_server_without_if_match_on_get_still_serves_reads() {
+    let bucket = block_on(new_bucket("no-if-match"));
+    let body: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    put_objects(&bucket, &[("f", &body), ("g", &body)]);
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let guarded = Match::get_object().header("if-match");
+    proxy.set(Fault::status(501, "NotImplemented").on(guarded.clone()));
+    assert_eq!(fs::read(m.path().join("f")).unwrap(), body);
+    // The reads the kernel had in flight at once may each have met the refusal; later ones
+    // leave the header out.
+    let refused = proxy.injected();
+    assert!(refused >= 1, "the guarded GET never reached the server");
+    assert_eq!(fs::read(m.path().join("g")).unwrap(), body);
+    assert_eq!(proxy.count(&guarded), refused as usize, "If-Match sent again");
+    let log = fs::read_to_string(&m.log).unwrap_or_default();
+    assert_eq!(log.matches("does not take If-Match").count(), 1, "{log}");
+    m.unmount();
+}

@@ -1073,3 +1073,55 @@ fn times_this_mount_moved_forward_survive_the_attribute_cache() {
         "the atime set was not stored"
     );
 }
+
+/// Another client replaces a file (an S3 PUT replaces an object whole) while this mount has it
+/// open: a read of the open descriptor never returns bytes of the new version after those of
+/// the old one (every ranged GET asks for the version opened, `If-Match`). It fails with EIO,
+/// and a new open reads the new version at once, not after the attribute cache expires. A
+/// write to a file replaced since this mount last saw it fails too, instead of uploading the
+/// other client's version cut to the length this mount knew.
+#[test]
+fn a_file_replaced_by_another_client_while_open_is_never_read_as_a_mix() {
+    let bucket = block_on(new_bucket("replaced"));
+    const SIZE: usize = 64 << 20;
+    put_objects(&bucket, &[("big", &vec![b'A'; SIZE])]);
+    let m = Mount::mount(&bucket, &[]);
+    let p = m.path().join("big");
+    let mut f = fs::File::open(&p).unwrap();
+    let mut head_bytes = vec![0u8; 64 << 10];
+    f.read_exact(&mut head_bytes).unwrap();
+    assert!(head_bytes.iter().all(|&b| b == b'A'));
+    put_objects(&bucket, &[("big", &vec![b'B'; SIZE])]);
+    f.seek(SeekFrom::Start(48 << 20)).unwrap();
+    let mut later = vec![0u8; 1 << 20];
+    match f.read(&mut later) {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+        Ok(n) => panic!("read {n} bytes of {:?} after bytes of 'A'", char::from(later[0])),
+    }
+    drop(f);
+    let fresh = fs::read(&p).unwrap();
+    assert_eq!(fresh.len(), SIZE);
+    assert!(
+        fresh.iter().all(|&b| b == b'B'),
+        "a new open reads the new version"
+    );
+
+    // This mount knows version B; another client stores a longer C; an append here fails.
+    const LONGER: usize = 80 << 20;
+    put_objects(&bucket, &[("big", &vec![b'C'; LONGER])]);
+    let mut w = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    let wrote = w.write_all(b"x").and_then(|()| w.sync_all());
+    assert_eq!(
+        wrote.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "an append to a replaced file"
+    );
+    drop(w);
+    let stored = block_on(head(&bucket, "big"));
+    assert_eq!(
+        stored.content_length(),
+        Some(LONGER as i64),
+        "the other client's version stays"
+    );
+    m.unmount();
+}

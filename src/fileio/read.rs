@@ -70,6 +70,8 @@ pub struct ObjectReader {
     store: Arc<ObjectStore>,
     budget: ReadBudget,
     key: String,
+    /// The ETag of the version being read: every GET asks for it (`If-Match`).
+    etag: Option<String>,
     size: u64,
     max_inflight: usize,
     /// Contiguous chunks, ascending, ending at `next_fetch`.
@@ -90,11 +92,12 @@ impl std::fmt::Debug for ObjectReader {
 }
 
 impl ObjectReader {
-    /// A reader of `key`, `size` bytes long.
+    /// A reader of the version `etag` (when known) of `key`, `size` bytes long.
     pub fn new(
         store: Arc<ObjectStore>,
         budget: ReadBudget,
         key: String,
+        etag: Option<String>,
         size: u64,
         max_inflight: usize,
     ) -> Self {
@@ -102,6 +105,7 @@ impl ObjectReader {
             store,
             budget,
             key,
+            etag,
             size,
             max_inflight: max_inflight.clamp(1, 8),
             chunks: VecDeque::new(),
@@ -109,6 +113,16 @@ impl ObjectReader {
             chunk_size: FIRST_CHUNK,
             last_end: None,
         }
+    }
+
+    /// The key read.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The version read, when known.
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
     }
 
     fn window_start(&self) -> u64 {
@@ -141,8 +155,8 @@ impl ObjectReader {
             if budget.is_none() && start >= must_reach {
                 break;
             }
-            let (store, key) = (self.store.clone(), self.key.clone());
-            let task = tokio::spawn(async move { store.get_range(&key, start, end).await });
+            let (store, key, etag) = (self.store.clone(), self.key.clone(), self.etag.clone());
+            let task = tokio::spawn(async move { store.get_range(&key, start, end, etag.as_deref()).await });
             self.chunks.push_back(Chunk {
                 start,
                 end,
@@ -164,7 +178,10 @@ impl ObjectReader {
         if has_window && offset < self.window_start() {
             if offset + KEEP_BEHIND >= self.window_start() {
                 // Just behind the window: an out-of-order read of bytes already dropped.
-                return self.store.get_range(&self.key, offset, end).await;
+                return self
+                    .store
+                    .get_range(&self.key, offset, end, self.etag.as_deref())
+                    .await;
             }
             self.drop_window();
         }
@@ -177,7 +194,10 @@ impl ObjectReader {
         if !in_window && !continues {
             // Random access (or the very first read): fetch just this range.
             self.drop_window();
-            let data = self.store.get_range(&self.key, offset, end).await?;
+            let data = self
+                .store
+                .get_range(&self.key, offset, end, self.etag.as_deref())
+                .await?;
             self.last_end = Some(offset + data.len() as u64);
             return Ok(data);
         }
@@ -223,9 +243,13 @@ impl ObjectReader {
             let ChunkData::Ready(data) = &chunk.data else {
                 break;
             };
-            let from = (cur - chunk.start) as usize;
+            // A gap before this chunk, or nothing left in it: an earlier chunk came back short
+            // (the object ended early).
+            let Some(from) = cur.checked_sub(chunk.start).map(|f| f as usize) else {
+                break;
+            };
             if from >= data.len() {
-                break; // shorter than expected: the object ended early
+                break;
             }
             let to = ((end.min(chunk.end) - chunk.start) as usize).min(data.len());
             match single.take() {

@@ -302,10 +302,27 @@ impl S3Filesystem {
         }
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let key = self.key_for_path(&path);
+        // Every range from the version the node describes: a copy mixing two versions would
+        // be uploaded as the file's content.
+        let etag = node.state.etag.clone();
+        let replaced = |e: StoreError| {
+            if e.is_precondition_failed() {
+                tracing::error!(
+                    "{key}: another client replaced the object while this mount copied it to \
+                     write to it; the write fails (open the file again to write to the new version)"
+                );
+                self.learn_replaced(ino, etag.as_deref());
+            }
+            Errno::from(e)
+        };
         let mut staging = Staging::from_vec(Vec::new(), &self.cfg.staging)?;
         match staging.disk_target(&self.cfg.staging, size)? {
             None => {
-                let bytes = self.store.get_range(&key, 0, size).await?;
+                let bytes = self
+                    .store
+                    .get_range(&key, 0, size, etag.as_deref())
+                    .await
+                    .map_err(replaced)?;
                 if bytes.len() as u64 != size {
                     return Err(short_read(&key, size, bytes.len()));
                 }
@@ -314,9 +331,13 @@ impl S3Filesystem {
             Some(file) => {
                 let chunks = (0..size.div_ceil(STAGE_CHUNK)).map(|i| {
                     let (start, end) = (i * STAGE_CHUNK, ((i + 1) * STAGE_CHUNK).min(size));
-                    let (file, key) = (file.clone(), key.clone());
+                    let (file, key, etag, replaced) = (file.clone(), key.clone(), etag.clone(), &replaced);
                     async move {
-                        let bytes = self.store.get_range(&key, start, end).await?;
+                        let bytes = self
+                            .store
+                            .get_range(&key, start, end, etag.as_deref())
+                            .await
+                            .map_err(replaced)?;
                         if bytes.len() as u64 != end - start {
                             return Err(short_read(&key, end - start, bytes.len()));
                         }
@@ -526,15 +547,21 @@ impl S3Filesystem {
         // 404 it starts over once at the file's current key.
         for fresh in [false, true] {
             if reader.is_none() {
-                let node = self.node(ino)?;
+                let mut node = self.node(ino)?;
                 if node.local_only {
                     return Ok(Bytes::new());
+                }
+                if node.stale {
+                    // A replaced version was noticed: read the current one.
+                    self.refresh(ino).await?;
+                    node = self.node(ino)?;
                 }
                 let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
                 *reader = Some(ObjectReader::new(
                     self.store.clone(),
                     self.read_budget.clone(),
                     self.key_for_path(&path),
+                    node.state.etag.clone(),
                     node.state.attr.size,
                     self.cfg.parallel,
                 ));
@@ -546,10 +573,43 @@ impl S3Filesystem {
                 Err(e) if e.is_not_found() && !fresh && self.table.path_of(ino).is_some() => {
                     *reader = None;
                 }
+                Err(e) if e.is_precondition_failed() => {
+                    // Another client replaced the object (this mount's own changes are read
+                    // from the staged content while anything has the file open): bytes of the
+                    // new version must not follow those of the old one. The descriptor keeps
+                    // failing; a new open reads the new version.
+                    tracing::warn!(
+                        "{}: another client replaced the object while it was open here; reads of \
+                         this descriptor fail with EIO, open the file again to read the new version",
+                        r.key()
+                    );
+                    self.learn_replaced(ino, r.etag());
+                    return Err(Errno::EIO);
+                }
                 other => return Ok(other?),
             }
         }
         Err(Errno::ENOENT)
+    }
+
+    /// The object of `ino` is no longer the version `etag` (another client replaced it): unless
+    /// the node has moved on already, it and the kernel forget what they know of it, so the
+    /// next read or stat asks the bucket.
+    fn learn_replaced(&self, ino: u64, etag: Option<&str>) {
+        let forgot = self.table.update(ino, |n| {
+            let same = n.state.etag.as_deref() == etag && !n.local_only;
+            if same {
+                n.stale = true;
+                n.page_cache_etag = None;
+            }
+            same
+        });
+        if forgot == Some(true) {
+            if let Some(path) = self.table.path_of(ino) {
+                self.cache.invalidate(&path);
+            }
+            self.kernel_forget_inode(ino);
+        }
     }
 
     /// Before a write the kernel asks it for (a caller without `CAP_FSETID`, see the FUSE

@@ -96,7 +96,10 @@ impl S3Filesystem {
         }
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let size = node.state.attr.size.clamp(1, 64 * 1024);
-        Ok(self.store.get_range(&self.key_for_path(&path), 0, size).await?)
+        Ok(self
+            .store
+            .get_range(&self.key_for_path(&path), 0, size, None)
+            .await?)
     }
 
     /// `mknod`: a regular file, FIFO, socket or device node as an empty object with its mode.

@@ -197,6 +197,11 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
+    /// True for `412 PreconditionFailed`: the object is no longer the version asked for.
+    pub fn is_precondition_failed(&self) -> bool {
+        matches!(self, StoreError::Service { status: 412, .. })
+    }
+
     /// The S3 error code, if the server sent one.
     pub fn code(&self) -> Option<&str> {
         match self {

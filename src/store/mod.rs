@@ -189,6 +189,9 @@ pub struct ObjectStore {
     /// The lean path for HEAD, GET, LIST (v2), PUT, UploadPart, CopyObject and DELETE (`None`: everything goes
     /// through the SDK).
     lean: Option<std::sync::Arc<lean::LeanClient>>,
+    /// The server honours `If-Match` on GET (cleared, with one warning, by a server that
+    /// answers it with `501 NotImplemented`: reads then go unguarded).
+    if_match_works: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Largest object copied with one CopyObject; larger ones are copied in parts.
     single_copy_limit: u64,
     /// Recycled buffers for the bodies of upload parts.
@@ -396,6 +399,7 @@ impl ObjectStore {
                 (None, false) => None,
             },
             pending_aborts: Default::default(),
+            if_match_works: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
             startup_attempt_timeout: opts.readwrite_timeout.min(STARTUP_ATTEMPT_TIMEOUT),
             buffers,
             single_copy_limit: opts.singlepart_copy_limit.unwrap_or_else(|| {
@@ -777,14 +781,61 @@ impl ObjectStore {
     }
 
     /// Bytes `[start, end)` of an object. Returns fewer bytes only at the end of the object.
-    pub async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes, StoreError> {
+    /// With `if_match`, only of the object whose ETag that is: another version (replaced by
+    /// another client since) fails with `412 PreconditionFailed` instead of handing out a mix
+    /// of two versions' bytes.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // A quoted entity tag, as S3 expects (some servers list ETags without their quotes).
+        let guard = if_match
+            .filter(|_| self.if_match_works.load(Relaxed))
+            .map(|etag| format!("\"{}\"", etag.trim_matches('"')));
+        match self.get_range_once(key, start, end, guard.as_deref()).await {
+            Err(StoreError::Service { status: 501, .. }) if guard.is_some() => {
+                if self.if_match_works.swap(false, Relaxed) {
+                    tracing::warn!(
+                        "the server does not take If-Match on GET (501 NotImplemented): reads are \
+                         not checked against the version opened, so a file another client \
+                         replaces while it is open here may read as a mix of both versions"
+                    );
+                }
+                self.get_range_once(key, start, end, None).await
+            }
+            other => other,
+        }
+    }
+
+    async fn get_range_once(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        if_match: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
         if end <= start {
             return Ok(Bytes::new());
         }
         if let Some(lean) = &self.lean {
-            let range = vec![("range".to_string(), format!("bytes={}-{}", start, end - 1))];
+            let mut headers = vec![("range".to_string(), format!("bytes={}-{}", start, end - 1))];
+            if let Some(etag) = if_match {
+                headers.push(("if-match".to_string(), etag.to_string()));
+            }
             return match self
-                .lean_call(lean, "GetObject", http::Method::GET, key, "", range, Bytes::new())
+                .lean_call(
+                    lean,
+                    "GetObject",
+                    http::Method::GET,
+                    key,
+                    "",
+                    headers,
+                    Bytes::new(),
+                )
                 .await
             {
                 Ok(r) => Ok(r.body),
@@ -799,6 +850,7 @@ impl ObjectStore {
             .bucket(&self.bucket)
             .key(key)
             .range(format!("bytes={}-{}", start, end - 1))
+            .set_if_match(if_match.map(str::to_string))
             .send()
             .await;
         let out = match out {
