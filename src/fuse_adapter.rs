@@ -161,7 +161,6 @@ fn file_type(kind: NodeKind) -> FileType {
 
 fn file_attr(s: &Stat) -> FileAttr {
     let kind = file_type(s.kind);
-    let nlink = if s.kind == NodeKind::Dir { 2 } else { 1 };
     FileAttr {
         ino: INodeNo(s.ino),
         size: s.size,
@@ -172,7 +171,7 @@ fn file_attr(s: &Stat) -> FileAttr {
         crtime: s.ctime,
         kind,
         perm: (s.perm & 0o7777) as u16,
-        nlink,
+        nlink: s.nlink,
         uid: s.uid,
         gid: s.gid,
         rdev: s.rdev,

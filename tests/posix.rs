@@ -474,6 +474,12 @@ fn unlinked_open_files_keep_working_and_leave_nothing_behind() {
     r.read_to_string(&mut s).unwrap();
     assert_eq!(s, "0123456789");
     w.write_all_at(b"AB", 2).unwrap();
+    // What fstat says of an unlinked file (after the write, the kernel asks rossfs again).
+    assert_eq!(
+        w.metadata().unwrap().nlink(),
+        0,
+        "st_nlink of an unlinked open file"
+    );
     let mut buf = [0u8; 10];
     w.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(&buf, b"01AB456789");
@@ -1752,5 +1758,61 @@ fn large_sequential_writes_upload_while_written_and_other_patterns_stay_exact() 
         h.metadata().and_then(|m| m.get("mtime")).map(String::as_str),
         Some("1500000000.250000000")
     );
+    m.unmount();
+}
+
+/// What the mount knew of the directories below a directory it renamed follows them. A chmod
+/// of a subdirectory it had looked up writes the subdirectory's new marker: not the deleted
+/// old one (ENOENT), nor the marker of a new directory made at the old path, which also
+/// survives an `rm -rf` of the renamed tree. And a listing of the directory taken before the
+/// rename makes no name appear under the old path afterwards.
+#[test]
+fn a_renamed_directory_s_subdirectories_keep_their_own_markers() {
+    let bucket = block_on(new_bucket("dirmove-markers"));
+    let perm = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let chmod = |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode));
+    let m = Mount::mount(&bucket, &[]);
+    let (d, e) = (m.path().join("D"), m.path().join("E"));
+    fs::create_dir_all(d.join("sub")).unwrap();
+    fs::write(d.join("sub/f"), b"f").unwrap();
+    assert!(d.join("sub").is_dir());
+    fs::rename(&d, &e).unwrap();
+    chmod(&e.join("sub"), 0o700).expect("chmod of a subdirectory of the renamed directory");
+    assert_eq!(perm(&e.join("sub")), 0o700);
+    fs::create_dir_all(d.join("sub")).unwrap();
+    chmod(&d.join("sub"), 0o751).unwrap();
+    chmod(&e.join("sub"), 0o777).unwrap();
+    assert_eq!(perm(&d.join("sub")), 0o751);
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let (d, e) = (m.path().join("D"), m.path().join("E"));
+    assert_eq!(
+        perm(&d.join("sub")),
+        0o751,
+        "the new D/sub's marker was written over"
+    );
+    assert_eq!(perm(&e.join("sub")), 0o777);
+    assert_eq!(fs::read(e.join("sub/f")).unwrap(), b"f");
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let e = m.path().join("E");
+    assert!(e.join("sub").is_dir());
+    fs::remove_dir_all(&e).unwrap();
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let d = m.path().join("D");
+    assert_eq!(perm(&d.join("sub")), 0o751, "rm -rf E deleted D/sub's marker");
+    m.unmount();
+
+    // Directories made by another tool, listed by name only, then the directory renamed.
+    put_objects(&bucket, &[("L/a/x", b"x"), ("L/b/y", b"y"), ("L/f", b"f")]);
+    let m = Mount::mount(&bucket, &[]);
+    let (l, k) = (m.path().join("L"), m.path().join("K"));
+    assert_eq!(names_in(&l), ["a", "b", "f"]);
+    fs::rename(&l, &k).unwrap();
+    assert!(k.join("a").is_dir());
+    fs::create_dir(&l).unwrap();
+    fs::create_dir(l.join("b")).expect("mkdir of a name the old listing had");
+    assert_eq!(names_in(&l), ["b"]);
     m.unmount();
 }

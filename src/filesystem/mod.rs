@@ -128,6 +128,9 @@ pub struct Stat {
     pub ctime: SystemTime,
     /// Device number (device nodes).
     pub rdev: u32,
+    /// Links: 0 once unlinked or removed (a descriptor still open on it), else 2 for a
+    /// directory and 1 for anything else.
+    pub nlink: u32,
 }
 
 /// Who is asking, from the FUSE request header.
@@ -471,6 +474,11 @@ impl S3Filesystem {
             mtime: a.mtime,
             ctime: a.ctime,
             rdev: a.rdev,
+            nlink: match (node.linked, a.kind) {
+                (false, _) => 0,
+                (true, NodeKind::Dir) => 2,
+                (true, _) => 1,
+            },
         }
     }
 

@@ -56,6 +56,20 @@ pub(super) struct ListingMemory {
     order: VecDeque<u64>,
 }
 
+impl ListingMemory {
+    /// Forgets the listings of the directory at `path` and of every directory below it (a
+    /// directory rename moved them: their paths and names are no longer what was listed).
+    pub(super) fn forget_under(&mut self, path: &str) {
+        let below = format!("{path}/");
+        self.dirs.retain(|_, l| {
+            let l = lock(l);
+            l.path != path && !l.path.starts_with(&below)
+        });
+        let dirs = &self.dirs;
+        self.order.retain(|d| dirs.contains_key(d));
+    }
+}
+
 /// Paths being resolved right now, shared by everyone who asks.
 /// Each answer carries the stat cache ticket taken before its request.
 pub(super) type InFlight = Mutex<HashMap<String, Arc<OnceCell<(u64, Resolved)>>>>;

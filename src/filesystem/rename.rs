@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 
 use futures::stream::{self, StreamExt};
 
-use super::{Errno, FileData, FsResult, S3Filesystem};
+use super::{lock, Errno, FileData, FsResult, S3Filesystem};
 use crate::attr::{self, NodeKind};
 use crate::namespace::names::check_name;
 use crate::namespace::Node;
@@ -79,14 +79,32 @@ impl S3Filesystem {
             // Files open inside wait with their uploads until the tree has moved, then upload
             // under the new name (a close meanwhile would write to the old prefix).
             let held = self.lock_write_states(self.open_files_under(&src_path)).await;
-            if let Err(e) = self.move_tree(&src, &src_path, &dst_path).await {
-                // Part of the tree may now be under both names, or only under the new one:
-                // what this mount knew of both is no longer true, so both are listed again.
+            let moved = self.move_tree(&src, &src_path, &dst_path).await;
+            // Listings of the directory and below it named paths that changed (or, after a
+            // failure, keys that may now be under both names or only the new one).
+            lock(&self.listings).forget_under(&src_path);
+            lock(&self.subtree).forget_under(&src_path);
+            lock(&self.subtree).forget_under(&dst_path);
+            if let Err(e) = moved {
+                // What this mount knew of both trees is no longer true: both are listed again.
                 self.cache.invalidate_tree(&src_path);
                 self.cache.invalidate_tree(&dst_path);
                 self.complete.forget(src.ino);
                 self.complete.forget(newparent);
                 return Err(e);
+            }
+            // Markers of directories below it moved with the other keys; s3fs-style markers
+            // listed below it moved too.
+            self.table
+                .rekey_dir_markers(&self.dir_key(&src_path), &self.dir_key(&dst_path));
+            {
+                let mut legacy = lock(&self.legacy_dirs);
+                let below = format!("{src_path}/");
+                let moved: Vec<String> = legacy.iter().filter(|p| p.starts_with(&below)).cloned().collect();
+                for p in moved {
+                    legacy.remove(&p);
+                    legacy.insert(format!("{dst_path}/{}", &p[below.len()..]));
+                }
             }
             // The empty directory replaced keeps its marker until the tree is in its place, so
             // a move that fails leaves it as it was. A marker the move wrote over is gone already.

@@ -60,6 +60,16 @@ pub(super) struct SubtreeKnowledge {
 }
 
 impl SubtreeKnowledge {
+    /// Forgets what listings said of the directory at `path` and below it, and the subtree
+    /// listings of those directories (a directory rename moved them). A listing still running
+    /// there keeps its place in `in_flight` and finds no root to report to.
+    pub(super) fn forget_under(&mut self, path: &str) {
+        let below = format!("{path}/");
+        let gone = |p: &String| p == path || p.starts_with(&below) || path.is_empty();
+        self.dirs.retain(|p, _| !gone(p));
+        self.roots.retain(|p, _| !gone(p));
+    }
+
     /// Whether listing the subtree at `path` would repeat one: it was listed itself (to its end
     /// or not), a directory above it is being listed or was listed to its end, or a listing
     /// above it reached past it.

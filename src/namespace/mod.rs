@@ -457,6 +457,21 @@ impl InodeTable {
     pub fn all_inodes(&self) -> Vec<u64> {
         self.lock().nodes.keys().copied().collect()
     }
+
+    /// After the keys under `from` were moved to `to` (a directory rename): every directory
+    /// marker this table knows under `from` now has its key under `to`.
+    pub fn rekey_dir_markers(&self, from: &str, to: &str) {
+        for node in self.lock().nodes.values_mut() {
+            if let Some(rest) = node
+                .state
+                .dir_marker
+                .as_deref()
+                .and_then(|m| m.strip_prefix(from))
+            {
+                node.state.dir_marker = Some(format!("{to}{rest}"));
+            }
+        }
+    }
 }
 
 fn path_locked(inner: &TableInner, mut ino: u64) -> Option<String> {
