@@ -735,7 +735,7 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        flags: i32,
+        _flags: i32,
         reply: ReplyCreate,
     ) {
         let who = caller(req);
@@ -751,7 +751,7 @@ impl Filesystem for FuseAdapter {
         };
         let start = Instant::now();
         let now = CALLER_PID.sync_scope(req.pid(), || {
-            self.fs.create_now(parent.0, name, mode & !umask, who, flags)
+            self.fs.create_now(parent.0, name, mode & !umask, who)
         });
         let Some(reply) = self.answer_now("create", start, now, reply, created) else {
             return;
@@ -761,7 +761,7 @@ impl Filesystem for FuseAdapter {
             req,
             "create",
             reply,
-            move |fs| async move { fs.create(parent.0, &name, mode & !umask, who, flags).await },
+            move |fs| async move { fs.create(parent.0, &name, mode & !umask, who).await },
             created,
         );
     }

@@ -1807,3 +1807,87 @@ fn a_server_without_if_match_on_get_still_serves_reads() {
     assert_eq!(log.matches("does not take If-Match").count(), 1, "{log}");
     m.unmount();
 }
+
+/// A file created through a read-only descriptor (`open(O_RDONLY|O_CREAT)`, as flock(1) makes
+/// its lock file) is stored at that descriptor's close, so the close reports a failed upload
+/// instead of the upload failing later, unseen, at release.
+#[test]
+fn a_file_created_read_only_is_stored_at_close() {
+    use std::os::unix::ffi::OsStrExt;
+    let bucket = block_on(new_bucket("rdonly-creat"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let create_and_close = |name: &str| {
+        let p = std::ffi::CString::new(m.path().join(name).as_os_str().as_bytes()).unwrap();
+        // SAFETY: p is a valid path; the descriptor is closed here.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CREAT, 0o644) };
+        assert!(fd >= 0, "open: {}", std::io::Error::last_os_error());
+        // SAFETY: as above.
+        close_file(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    };
+    proxy.set(Fault::error500().on(Match::put_object()));
+    assert_eq!(
+        create_and_close("lock"),
+        Outcome::Err(libc::EIO),
+        "{}",
+        log_tail(&m)
+    );
+    proxy.clear();
+    assert_eq!(create_and_close("lock2"), Outcome::Ok);
+    let stored = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert!(
+        stored.contains(&"lock2".to_string()),
+        "stored by the close: {stored:?}"
+    );
+    m.unmount();
+}
+
+/// A truncate whose upload fails changes nothing, as on a disk: not the size the mount shows,
+/// not what a descriptor open for reading reads, and not, later, the object in the bucket when
+/// that descriptor is closed (the truncated copy used to be uploaded then).
+#[test]
+fn a_failed_truncate_leaves_the_file_as_it_was() {
+    use std::io::Read as _;
+    let bucket = block_on(new_bucket("trunc-fail"));
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let p = m.path().join("log");
+    fs::write(&p, b"twelve bytes").unwrap();
+    let mut reader = fs::File::open(&p).unwrap();
+    proxy.set(Fault::error500().on(Match::put_object()));
+    // truncate(2) by path: no descriptor open for writing will upload the file later.
+    let cpath = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: cpath is a valid NUL-terminated path.
+    let rc = unsafe { libc::truncate(cpath.as_ptr(), 0) };
+    let truncated = if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    assert_eq!(
+        Outcome::of(truncated),
+        Outcome::Err(libc::EIO),
+        "{}",
+        log_tail(&m)
+    );
+    proxy.clear();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 12);
+    let mut back = String::new();
+    reader.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "twelve bytes");
+    drop(reader);
+    assert_eq!(fs::read(&p).unwrap(), b"twelve bytes");
+    m.unmount();
+    let size = block_on(async {
+        s3_client()
+            .await
+            .head_object()
+            .bucket(&bucket)
+            .key("log")
+            .send()
+            .await
+            .unwrap()
+            .content_length()
+    });
+    assert_eq!(size, Some(12), "the failed truncate reached the bucket later");
+}

@@ -152,6 +152,23 @@ impl S3Filesystem {
         self.kernel_forget_inode(ino);
     }
 
+    /// After the upload of a truncate failed with no handle open for writing: drops the
+    /// truncated copy (unless someone wrote to it meanwhile), and the node, the stat cache and
+    /// the kernel go back to what the bucket holds.
+    async fn drop_unstored_truncate(&self, ino: u64, data: &tokio::sync::Mutex<FileData>) {
+        if self.node(ino).is_ok_and(|n| n.local_only) || self.has_writer(ino) {
+            return;
+        }
+        let mut d = data.lock().await;
+        if !d.dirty {
+            return;
+        }
+        d.staging = None;
+        d.dirty = false;
+        drop(d);
+        self.forget_unstored(ino);
+    }
+
     /// Inodes of the files open under the directory at `path`.
     pub(super) fn open_files_under(&self, path: &str) -> Vec<u64> {
         let below = format!("{path}/");
@@ -366,12 +383,11 @@ impl S3Filesystem {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-        flags: i32,
     ) -> FsResult<(Stat, u64)> {
         let ino = self.create_node(parent, name, mode, caller)?;
         let data = self.acquire_file_data(ino);
         start_empty(&mut *data.lock().await, &self.cfg.staging)?;
-        self.created(parent, name, ino, caller, flags)
+        self.created(parent, name, ino, caller)
     }
 
     /// [`Self::create`] done in memory on the calling thread (it needs no request), for a name
@@ -382,7 +398,6 @@ impl S3Filesystem {
         name: &OsStr,
         mode: u32,
         caller: Caller,
-        flags: i32,
     ) -> Option<FsResult<(Stat, u64)>> {
         if self.table.child(parent, name).is_some() {
             return None;
@@ -397,7 +412,7 @@ impl S3Filesystem {
             };
             start_empty(&mut d, &self.cfg.staging)?;
             drop(d);
-            self.created(parent, name, ino, caller, flags)
+            self.created(parent, name, ino, caller)
         })())
     }
 
@@ -437,16 +452,11 @@ impl S3Filesystem {
     }
 
     /// The handle of a file just created, and its attributes.
-    fn created(
-        &self,
-        parent: u64,
-        name: &OsStr,
-        ino: u64,
-        caller: Caller,
-        flags: i32,
-    ) -> FsResult<(Stat, u64)> {
-        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let fh = self.register_handle(ino, writable, caller.pid);
+    fn created(&self, parent: u64, name: &OsStr, ino: u64, caller: Caller) -> FsResult<(Stat, u64)> {
+        // The handle that created the file stores it at its close whatever its access mode
+        // (`open(O_RDONLY|O_CREAT)`, as flock(1) makes lock files), so that close reports a
+        // failed upload; the kernel sends no write through a read-only descriptor.
+        let fh = self.register_handle(ino, true, caller.pid);
         self.entry_added(parent, name, NodeKind::File);
         self.touch_dir(parent);
         Ok((self.stat_of(&self.node(ino)?), fh))
@@ -819,8 +829,10 @@ impl S3Filesystem {
     /// Truncates (or extends) a file; a file nobody has open is uploaded at once.
     pub(super) async fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
         let data = self.acquire_file_data(ino);
+        // Whether staged changes were waiting for an upload before this one.
         let changed = async {
             let mut d = data.lock().await;
+            let was_dirty = d.dirty;
             self.abort_stream(&mut d).await;
             d.sequential = size == 0;
             if size == 0 {
@@ -832,7 +844,7 @@ impl S3Filesystem {
                 s.truncate(&self.cfg.staging, size)?;
             }
             d.dirty = true;
-            Ok::<(), Errno>(())
+            Ok::<bool, Errno>(was_dirty)
         }
         .await;
         if changed.is_ok() {
@@ -841,8 +853,16 @@ impl S3Filesystem {
         // No handle open for writing will upload the file: the change goes to the bucket now
         // (readers keep the staged copy, as they would keep the truncated inode on a disk).
         let result = match changed {
-            Ok(()) if !self.has_writer(ino) => self.flush_inode(ino).await,
-            other => other,
+            Ok(was_dirty) if !self.has_writer(ino) => {
+                let stored = self.flush_inode(ino).await;
+                if stored.is_err() && !was_dirty {
+                    // A truncate that failed changes nothing: the truncated copy must not
+                    // reach the bucket later, at the release of a handle that only reads.
+                    self.drop_unstored_truncate(ino, &data).await;
+                }
+                stored
+            }
+            other => other.map(|_| ()),
         };
         self.release_file_data(ino).await;
         result
