@@ -1891,3 +1891,65 @@ fn a_failed_truncate_leaves_the_file_as_it_was() {
     });
     assert_eq!(size, Some(12), "the failed truncate reached the bucket later");
 }
+
+/// Work inside a directory while a rename moves its keys (slowed here: every copy's answer is
+/// held back) waits for the move and then lands under the new name, as it would on a disk
+/// where the rename is one step: an append to a file opened after the move began, a new file,
+/// and an unlink. Before, the append went to the old key and was deleted with it, the new file
+/// stayed under the old name (bringing the directory back), and the unlinked file came back
+/// from its copy.
+#[test]
+fn work_inside_a_directory_being_renamed_lands_under_its_new_name() {
+    let bucket = block_on(new_bucket("mv-busy"));
+    let mut objects: Vec<(String, Vec<u8>)> =
+        (0..40).map(|i| (format!("D/k{i:02}"), b"k".to_vec())).collect();
+    objects.push(("D/log.txt".into(), b"old\n".to_vec()));
+    objects.push(("D/sub/old.txt".into(), b"old".to_vec()));
+    let refs: Vec<(&str, &[u8])> = objects.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    put_objects(&bucket, &refs);
+    let proxy = FaultProxy::start(&server().endpoint);
+    let m = mount_via(&proxy, &bucket, &[]);
+    let (d, e) = (m.path().join("D"), m.path().join("E"));
+    assert_eq!(names_in(&d.join("sub")), ["old.txt"]);
+    proxy.set(Fault::delay(Duration::from_millis(1500)).on(Match::copy_object()));
+    let mover = {
+        let (d, e) = (d.clone(), e.clone());
+        thread::spawn(move || fs::rename(d, e))
+    };
+    assert!(
+        proxy.wait_for(&Match::copy_object(), 1, Duration::from_secs(20)),
+        "the rename copied nothing"
+    );
+    // While the keys move: open and write (no request waits), unlink (it waits), close (the
+    // uploads wait).
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("log.txt"))
+        .unwrap();
+    log.write_all(b"appended\n").unwrap();
+    let mut new = fs::File::create(d.join("new.txt")).unwrap();
+    new.write_all(b"new").unwrap();
+    let unlinker = {
+        let old = d.join("sub/old.txt");
+        thread::spawn(move || fs::remove_file(old))
+    };
+    assert_eq!(close_file(log), Outcome::Ok);
+    assert_eq!(close_file(new), Outcome::Ok);
+    unlinker.join().unwrap().expect("unlink");
+    mover.join().unwrap().expect("rename");
+    proxy.clear();
+    let stored = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
+    assert!(
+        stored.iter().all(|k| k.starts_with("E/")),
+        "left under the old name: {stored:?}"
+    );
+    assert!(stored.contains(&"E/new.txt".to_string()), "{stored:?}");
+    assert!(
+        !stored.contains(&"E/sub/old.txt".to_string()),
+        "the unlinked file came back"
+    );
+    assert_eq!(fs::read(e.join("log.txt")).unwrap(), b"old\nappended\n");
+    assert_eq!(fs::read(e.join("new.txt")).unwrap(), b"new");
+    assert!(!d.exists());
+    m.unmount();
+}

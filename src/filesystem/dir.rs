@@ -377,75 +377,83 @@ impl S3Filesystem {
 
     /// `mkdir`: writes the `dir/` marker with the caller's ids and mode.
     pub async fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Stat> {
-        self.ensure_writable()?;
-        let name_str = check_name(name)?;
-        let parent_node = self.dir_node(parent)?;
-        match self.find_child(parent, name).await {
-            Ok(_) => return Err(Errno::EEXIST),
-            Err(e) if e == Errno::ENOENT => {}
-            Err(e) => return Err(e),
-        }
-        let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
-        let attrs = self.new_attributes(&parent_node, caller, NodeKind::Dir, mode);
-        let key = self.dir_key(&path);
-        Self::check_key_len(key.len())?;
-        let put = PutOptions {
-            content_type: "application/octet-stream".into(),
-            metadata: attr::posix_metadata(&attrs),
-            content_headers: Vec::new(),
-        };
-        let etag = self.store.put(&key, bytes::Bytes::new(), &put).await?;
-        let state = ObjectState {
-            attr: attrs,
-            etag,
-            content_type: Some(put.content_type),
-            foreign_meta: Default::default(),
-            content_headers: Vec::new(),
-            dir_marker: Some(key),
-            posix_stored: true,
-            bucket_times: Some([attrs.mtime, attrs.ctime, attrs.atime]),
-        };
-        self.cache.put(&path, state.clone());
-        let ino = self.place_child(parent, name, state, false);
-        self.table.inc_lookup(ino);
-        self.complete.mark(ino, []);
-        self.entry_added(parent, name, NodeKind::Dir);
-        self.touch_dir(parent);
-        Ok(self.stat_of(&self.node(ino)?))
+        self.moves
+            .work(|| self.paths_of(&[parent]), async {
+                self.ensure_writable()?;
+                let name_str = check_name(name)?;
+                let parent_node = self.dir_node(parent)?;
+                match self.find_child(parent, name).await {
+                    Ok(_) => return Err(Errno::EEXIST),
+                    Err(e) if e == Errno::ENOENT => {}
+                    Err(e) => return Err(e),
+                }
+                let path = self.table.child_path(parent, name_str).ok_or(Errno::ENOENT)?;
+                let attrs = self.new_attributes(&parent_node, caller, NodeKind::Dir, mode);
+                let key = self.dir_key(&path);
+                Self::check_key_len(key.len())?;
+                let put = PutOptions {
+                    content_type: "application/octet-stream".into(),
+                    metadata: attr::posix_metadata(&attrs),
+                    content_headers: Vec::new(),
+                };
+                let etag = self.store.put(&key, bytes::Bytes::new(), &put).await?;
+                let state = ObjectState {
+                    attr: attrs,
+                    etag,
+                    content_type: Some(put.content_type),
+                    foreign_meta: Default::default(),
+                    content_headers: Vec::new(),
+                    dir_marker: Some(key),
+                    posix_stored: true,
+                    bucket_times: Some([attrs.mtime, attrs.ctime, attrs.atime]),
+                };
+                self.cache.put(&path, state.clone());
+                let ino = self.place_child(parent, name, state, false);
+                self.table.inc_lookup(ino);
+                self.complete.mark(ino, []);
+                self.entry_added(parent, name, NodeKind::Dir);
+                self.touch_dir(parent);
+                Ok(self.stat_of(&self.node(ino)?))
+            })
+            .await
     }
 
     /// `rmdir`: ENOTEMPTY while any key lives under the prefix (or a local child is pending).
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        self.ensure_writable()?;
-        let node = self.find_child(parent, name).await?;
-        if node.state.attr.kind != NodeKind::Dir {
-            return Err(Errno::ENOTDIR);
-        }
-        if !self.table.local_children(node.ino).is_empty() {
-            return Err(Errno::ENOTEMPTY);
-        }
-        let path = self.table.path_of(node.ino).ok_or(Errno::ENOENT)?;
-        let prefix = self.dir_key(&path);
-        let page = self.store.list(&prefix, false, None, 2).await?;
-        if page.objects.iter().any(|o| o.key != prefix) {
-            return Err(Errno::ENOTEMPTY);
-        }
-        self.keep_implicit_dir(parent).await?;
-        if let Some(marker) = &node.state.dir_marker {
-            self.store.delete(marker).await?;
-        }
-        if node.state.dir_marker.as_deref() != Some(prefix.as_str())
-            && page.objects.iter().any(|o| o.key == prefix)
-        {
-            self.store.delete(&prefix).await?;
-        }
-        self.delete_legacy_marker(&path, node.state.dir_marker.as_deref())
-            .await?;
-        self.table.unlink_child(parent, name);
-        self.entry_removed(parent, name);
-        self.complete.forget(node.ino);
-        self.cache.put_absent(&path);
-        self.touch_dir(parent);
-        Ok(())
+        self.moves
+            .work(|| self.paths_of(&[parent]), async {
+                self.ensure_writable()?;
+                let node = self.find_child(parent, name).await?;
+                if node.state.attr.kind != NodeKind::Dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                if !self.table.local_children(node.ino).is_empty() {
+                    return Err(Errno::ENOTEMPTY);
+                }
+                let path = self.table.path_of(node.ino).ok_or(Errno::ENOENT)?;
+                let prefix = self.dir_key(&path);
+                let page = self.store.list(&prefix, false, None, 2).await?;
+                if page.objects.iter().any(|o| o.key != prefix) {
+                    return Err(Errno::ENOTEMPTY);
+                }
+                self.keep_implicit_dir(parent).await?;
+                if let Some(marker) = &node.state.dir_marker {
+                    self.store.delete(marker).await?;
+                }
+                if node.state.dir_marker.as_deref() != Some(prefix.as_str())
+                    && page.objects.iter().any(|o| o.key == prefix)
+                {
+                    self.store.delete(&prefix).await?;
+                }
+                self.delete_legacy_marker(&path, node.state.dir_marker.as_deref())
+                    .await?;
+                self.table.unlink_child(parent, name);
+                self.entry_removed(parent, name);
+                self.complete.forget(node.ino);
+                self.cache.put_absent(&path);
+                self.touch_dir(parent);
+                Ok(())
+            })
+            .await
     }
 }

@@ -871,22 +871,26 @@ impl S3Filesystem {
     /// Uploads the inode's staged content if it changed. On failure the data stays staged and
     /// the error is logged at ERROR and returned as EIO (or the S3 error's errno).
     pub(super) async fn flush_inode(&self, ino: u64) -> FsResult<()> {
-        let Some(data) = self.files_entry(ino) else {
-            return Ok(());
-        };
-        let mut d = data.lock().await;
-        if !d.dirty {
-            return Ok(());
-        }
-        let node = self.node(ino)?;
-        if !node.linked {
-            // Unlinked while open: the data has nowhere to go, nor do parts already sent.
-            self.abort_stream(&mut d).await;
-            d.dirty = false;
-            return Ok(());
-        }
-        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
-        self.upload_staged(ino, &mut d, &path, None).await
+        self.moves
+            .work(|| self.paths_of(&[ino]), async {
+                let Some(data) = self.files_entry(ino) else {
+                    return Ok(());
+                };
+                let mut d = data.lock().await;
+                if !d.dirty {
+                    return Ok(());
+                }
+                let node = self.node(ino)?;
+                if !node.linked {
+                    // Unlinked while open: the data has nowhere to go, nor do parts already sent.
+                    self.abort_stream(&mut d).await;
+                    d.dirty = false;
+                    return Ok(());
+                }
+                let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+                self.upload_staged(ino, &mut d, &path, None).await
+            })
+            .await
     }
 
     /// Uploads the staged content of `ino` as the object at `path` with the node's attributes
@@ -1101,47 +1105,51 @@ impl S3Filesystem {
 
     /// `unlink`: deletes the object; open handles keep their staged data.
     pub async fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        self.ensure_writable()?;
-        let node = self.find_child(parent, name).await?;
-        if node.state.attr.kind == NodeKind::Dir {
-            return Err(Errno::EISDIR);
-        }
-        let path = self.table.path_of(node.ino).ok_or(Errno::ENOENT)?;
-        if !node.local_only {
-            self.keep_implicit_dir(parent).await?;
-        }
-        // Open handles keep reading and writing their data after the name is gone: stage the
-        // content before the object disappears, and keep the write state locked until the node
-        // is unlinked so a concurrent flush cannot upload it again in between.
-        let data = self.files_entry(node.ino);
-        let guard = match &data {
-            Some(data) => {
-                let mut d = data.lock().await;
-                self.ensure_staged(node.ino, &mut d).await?;
-                self.abort_stream(&mut d).await;
-                d.sequential = false;
-                Some(d)
-            }
-            None => None,
-        };
-        // A close may have uploaded a new file while this waited for its write state: what
-        // the node says now decides whether there is an object to delete.
-        let uploaded_meanwhile = node.local_only && {
-            let now = self.node(node.ino)?;
-            now.linked && !now.local_only
-        };
-        if uploaded_meanwhile {
-            self.keep_implicit_dir(parent).await?;
-        }
-        if !node.local_only || uploaded_meanwhile {
-            self.store.delete(&self.key_for_path(&path)).await?;
-        }
-        self.table.unlink_child(parent, name);
-        self.entry_removed(parent, name);
-        drop(guard);
-        self.cache.put_absent(&path);
-        self.touch_dir(parent);
-        Ok(())
+        self.moves
+            .work(|| self.paths_of(&[parent]), async {
+                self.ensure_writable()?;
+                let node = self.find_child(parent, name).await?;
+                if node.state.attr.kind == NodeKind::Dir {
+                    return Err(Errno::EISDIR);
+                }
+                let path = self.table.path_of(node.ino).ok_or(Errno::ENOENT)?;
+                if !node.local_only {
+                    self.keep_implicit_dir(parent).await?;
+                }
+                // Open handles keep reading and writing their data after the name is gone: stage the
+                // content before the object disappears, and keep the write state locked until the node
+                // is unlinked so a concurrent flush cannot upload it again in between.
+                let data = self.files_entry(node.ino);
+                let guard = match &data {
+                    Some(data) => {
+                        let mut d = data.lock().await;
+                        self.ensure_staged(node.ino, &mut d).await?;
+                        self.abort_stream(&mut d).await;
+                        d.sequential = false;
+                        Some(d)
+                    }
+                    None => None,
+                };
+                // A close may have uploaded a new file while this waited for its write state: what
+                // the node says now decides whether there is an object to delete.
+                let uploaded_meanwhile = node.local_only && {
+                    let now = self.node(node.ino)?;
+                    now.linked && !now.local_only
+                };
+                if uploaded_meanwhile {
+                    self.keep_implicit_dir(parent).await?;
+                }
+                if !node.local_only || uploaded_meanwhile {
+                    self.store.delete(&self.key_for_path(&path)).await?;
+                }
+                self.table.unlink_child(parent, name);
+                self.entry_removed(parent, name);
+                drop(guard);
+                self.cache.put_absent(&path);
+                self.touch_dir(parent);
+                Ok(())
+            })
+            .await
     }
 }
 

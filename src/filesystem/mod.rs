@@ -9,6 +9,7 @@
 
 mod dir;
 mod file;
+mod moves;
 mod prefetch;
 mod rename;
 mod special;
@@ -260,6 +261,8 @@ pub struct S3Filesystem {
     subtree: Mutex<subtree::SubtreeKnowledge>,
     /// The kernel's caches of this mount, once the FUSE session exists.
     kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
+    /// Directory renames in progress, and the operations writing under some directory.
+    moves: moves::TreeMoves,
 }
 
 /// What the kernel caches of the mount (entries, attributes, pages), for the rare change that
@@ -359,6 +362,7 @@ impl S3Filesystem {
             rt: tokio::runtime::Handle::try_current().ok(),
             read_budget: crate::fileio::ReadBudget::new(opts.max_memory),
             kernel: std::sync::OnceLock::new(),
+            moves: Default::default(),
         })
     }
 
@@ -409,6 +413,11 @@ impl S3Filesystem {
 
     fn new_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The paths of inodes `inos` (`None` if one is gone), for [`moves::TreeMoves::work`].
+    fn paths_of(&self, inos: &[u64]) -> Option<Vec<String>> {
+        inos.iter().map(|&ino| self.table.path_of(ino)).collect()
     }
 
     fn key_for_path(&self, path: &str) -> String {
@@ -838,105 +847,109 @@ impl S3Filesystem {
     /// Writes the node's attributes to its object (or creates the marker of an implicit
     /// directory), guarded by the ETag last seen.
     async fn persist_metadata(&self, ino: u64) -> FsResult<()> {
-        let node = self.node(ino)?;
-        if ino == ROOT_INO && self.prefix.is_empty() {
-            return Ok(()); // the bucket root has no object to hold attributes
-        }
-        if node.local_only || !node.linked {
-            return Ok(());
-        }
-        let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
-        let mut meta = node.state.foreign_meta.clone();
-        meta.extend(attr::posix_metadata(&node.state.attr));
-        let is_dir = node.state.attr.kind == NodeKind::Dir;
-        let key = match (&node.state.dir_marker, is_dir) {
-            (Some(marker), true) => marker.clone(),
-            (None, true) => self.dir_key(&path),
-            (_, false) => self.key_for_path(&path),
-        };
-        let put = PutOptions {
-            content_type: node
-                .state
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "application/octet-stream".into()),
-            metadata: meta,
-            content_headers: node.state.content_headers.clone(),
-        };
-        // What another client stored meanwhile, when the guarded copy found the object changed.
-        let mut current = None;
-        let etag = if is_dir && node.state.dir_marker.is_none() {
-            self.store.put(&key, bytes::Bytes::new(), &put).await?
-        } else {
-            match self
-                .store
-                .replace_metadata(&key, node.state.attr.size, &put, node.state.etag.as_deref())
-                .await
-            {
-                Ok(etag) => etag,
-                Err(e) if e.code() == Some("PreconditionFailed") => {
-                    // Someone else changed the object since we read it: take its current
-                    // content type and foreign metadata, apply our change on top, once.
-                    let Some(info) = self.store.head(&key).await? else {
-                        self.cache.invalidate(&path);
-                        return Err(Errno::ENOENT);
-                    };
-                    let mut meta = attr::foreign_metadata(&info.metadata);
-                    meta.extend(attr::posix_metadata(&node.state.attr));
-                    let put = PutOptions {
-                        content_type: info
-                            .content_type
-                            .clone()
-                            .unwrap_or_else(|| "application/octet-stream".into()),
-                        metadata: meta,
-                        content_headers: info.content_headers.clone(),
-                    };
-                    match self
-                        .store
-                        .replace_metadata(&key, info.size, &put, info.etag.as_deref())
-                        .await
-                    {
-                        Ok(etag) => {
-                            current = Some(info);
-                            etag
-                        }
-                        Err(e) if e.code() == Some("PreconditionFailed") => {
-                            tracing::error!(
-                                key,
-                                "object keeps changing while its attributes are being changed; not overwriting"
-                            );
+        self.moves
+            .work(|| self.paths_of(&[ino]), async {
+            let node = self.node(ino)?;
+            if ino == ROOT_INO && self.prefix.is_empty() {
+                return Ok(()); // the bucket root has no object to hold attributes
+            }
+            if node.local_only || !node.linked {
+                return Ok(());
+            }
+            let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
+            let mut meta = node.state.foreign_meta.clone();
+            meta.extend(attr::posix_metadata(&node.state.attr));
+            let is_dir = node.state.attr.kind == NodeKind::Dir;
+            let key = match (&node.state.dir_marker, is_dir) {
+                (Some(marker), true) => marker.clone(),
+                (None, true) => self.dir_key(&path),
+                (_, false) => self.key_for_path(&path),
+            };
+            let put = PutOptions {
+                content_type: node
+                    .state
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                metadata: meta,
+                content_headers: node.state.content_headers.clone(),
+            };
+            // What another client stored meanwhile, when the guarded copy found the object changed.
+            let mut current = None;
+            let etag = if is_dir && node.state.dir_marker.is_none() {
+                self.store.put(&key, bytes::Bytes::new(), &put).await?
+            } else {
+                match self
+                    .store
+                    .replace_metadata(&key, node.state.attr.size, &put, node.state.etag.as_deref())
+                    .await
+                {
+                    Ok(etag) => etag,
+                    Err(e) if e.code() == Some("PreconditionFailed") => {
+                        // Someone else changed the object since we read it: take its current
+                        // content type and foreign metadata, apply our change on top, once.
+                        let Some(info) = self.store.head(&key).await? else {
                             self.cache.invalidate(&path);
-                            return Err(Errno::EIO);
+                            return Err(Errno::ENOENT);
+                        };
+                        let mut meta = attr::foreign_metadata(&info.metadata);
+                        meta.extend(attr::posix_metadata(&node.state.attr));
+                        let put = PutOptions {
+                            content_type: info
+                                .content_type
+                                .clone()
+                                .unwrap_or_else(|| "application/octet-stream".into()),
+                            metadata: meta,
+                            content_headers: info.content_headers.clone(),
+                        };
+                        match self
+                            .store
+                            .replace_metadata(&key, info.size, &put, info.etag.as_deref())
+                            .await
+                        {
+                            Ok(etag) => {
+                                current = Some(info);
+                                etag
+                            }
+                            Err(e) if e.code() == Some("PreconditionFailed") => {
+                                tracing::error!(
+                                    key,
+                                    "object keeps changing while its attributes are being changed; not overwriting"
+                                );
+                                self.cache.invalidate(&path);
+                                return Err(Errno::EIO);
+                            }
+                            Err(e) => return Err(e.into()),
                         }
-                        Err(e) => return Err(e.into()),
                     }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let state = self.table.update(ino, |n| {
-            if let Some(info) = current {
-                // The object is the other client's with our attributes on top: its size,
-                // content type, headers and foreign metadata now, so a later copy copies all
-                // of it.
-                if !is_dir {
-                    n.state.attr.size = info.size;
+            };
+            let state = self.table.update(ino, |n| {
+                if let Some(info) = current {
+                    // The object is the other client's with our attributes on top: its size,
+                    // content type, headers and foreign metadata now, so a later copy copies all
+                    // of it.
+                    if !is_dir {
+                        n.state.attr.size = info.size;
+                    }
+                    n.state.foreign_meta = attr::foreign_metadata(&info.metadata);
+                    n.state.content_type = info.content_type;
+                    n.state.content_headers = info.content_headers;
                 }
-                n.state.foreign_meta = attr::foreign_metadata(&info.metadata);
-                n.state.content_type = info.content_type;
-                n.state.content_headers = info.content_headers;
+                n.state.etag = etag;
+                n.state.posix_stored = true;
+                if is_dir {
+                    n.state.dir_marker = Some(key.clone());
+                }
+                n.state.clone()
+            });
+            if let Some(state) = state {
+                self.cache.put(&path, state);
             }
-            n.state.etag = etag;
-            n.state.posix_stored = true;
-            if is_dir {
-                n.state.dir_marker = Some(key.clone());
-            }
-            n.state.clone()
-        });
-        if let Some(state) = state {
-            self.cache.put(&path, state);
-        }
-        Ok(())
+            Ok(())
+            })
+            .await
     }
 
     /// `statfs`: large constant numbers, as object storage has no fixed capacity.

@@ -67,21 +67,25 @@ impl S3Filesystem {
 
     /// `symlink`: the target is the object's body.
     pub async fn symlink(&self, parent: u64, name: &OsStr, target: &OsStr, caller: Caller) -> FsResult<Stat> {
-        self.ensure_writable()?;
-        check_name(name)?;
-        let parent_node = self.dir_node(parent)?;
-        let target = target.as_encoded_bytes();
-        if target.is_empty() {
-            return Err(Errno::ENOENT);
-        }
-        if target.len() > 4095 {
-            return Err(Errno::ENAMETOOLONG);
-        }
-        self.ensure_absent(parent, name).await?;
-        let mut attrs = self.new_attributes(&parent_node, caller, NodeKind::Symlink, 0o777);
-        attrs.perm = 0o777;
-        attrs.size = target.len() as u64;
-        self.create_object(parent, name, attrs, Bytes::copy_from_slice(target))
+        self.moves
+            .work(|| self.paths_of(&[parent]), async {
+                self.ensure_writable()?;
+                check_name(name)?;
+                let parent_node = self.dir_node(parent)?;
+                let target = target.as_encoded_bytes();
+                if target.is_empty() {
+                    return Err(Errno::ENOENT);
+                }
+                if target.len() > 4095 {
+                    return Err(Errno::ENAMETOOLONG);
+                }
+                self.ensure_absent(parent, name).await?;
+                let mut attrs = self.new_attributes(&parent_node, caller, NodeKind::Symlink, 0o777);
+                attrs.perm = 0o777;
+                attrs.size = target.len() as u64;
+                self.create_object(parent, name, attrs, Bytes::copy_from_slice(target))
+                    .await
+            })
             .await
     }
 
@@ -112,19 +116,23 @@ impl S3Filesystem {
         rdev: u32,
         caller: Caller,
     ) -> FsResult<Stat> {
-        self.ensure_writable()?;
-        check_name(name)?;
-        let parent_node = self.dir_node(parent)?;
-        let kind = match NodeKind::from_type_bits(mode) {
-            Some(NodeKind::Dir) | Some(NodeKind::Symlink) | None => return Err(Errno::EINVAL),
-            Some(k) => k,
-        };
-        self.ensure_absent(parent, name).await?;
-        let mut attrs = self.new_attributes(&parent_node, caller, kind, mode & 0o7777);
-        if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
-            attrs.rdev = rdev;
-        }
-        self.create_object(parent, name, attrs, Bytes::new()).await
+        self.moves
+            .work(|| self.paths_of(&[parent]), async {
+                self.ensure_writable()?;
+                check_name(name)?;
+                let parent_node = self.dir_node(parent)?;
+                let kind = match NodeKind::from_type_bits(mode) {
+                    Some(NodeKind::Dir) | Some(NodeKind::Symlink) | None => return Err(Errno::EINVAL),
+                    Some(k) => k,
+                };
+                self.ensure_absent(parent, name).await?;
+                let mut attrs = self.new_attributes(&parent_node, caller, kind, mode & 0o7777);
+                if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+                    attrs.rdev = rdev;
+                }
+                self.create_object(parent, name, attrs, Bytes::new()).await
+            })
+            .await
     }
 
     /// `fallocate`: mode 0 makes sure the file is at least `offset + length` long; other modes
