@@ -494,14 +494,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         // As a write (the kernel sends no flag with a fallocate; root keeps the bits).
-        if self.kills_setid && req.uid() != 0 {
-            self.fs.clear_setid_for_write(fh.0);
-        }
+        let kill_setid = self.kills_setid && req.uid() != 0;
         self.spawn(
             req,
             "fallocate",
             reply,
-            move |fs| async move { fs.fallocate(fh.0, offset, length, mode).await },
+            move |fs| async move { fs.fallocate(fh.0, offset, length, mode, kill_setid).await },
             |r, (), _| r.ok(),
         );
     }
@@ -573,7 +571,7 @@ impl Filesystem for FuseAdapter {
         // on direct_io writes gets the same for anyone but root.
         let kernel_asks = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         if kernel_asks || (self.direct_io && !self.kills_setid && req.uid() != 0) {
-            self.fs.clear_setid_for_write(fh.0);
+            let _ = self.fs.clear_setid_for_write(fh.0);
         }
         let now = self.fs.write_now(fh.0, offset, data, pid);
         let Some(reply) = self.answer_now("write", start, now, reply, |r, n, _| r.written(n)) else {

@@ -1123,5 +1123,14 @@ fn a_file_replaced_by_another_client_while_open_is_never_read_as_a_mix() {
         Some(LONGER as i64),
         "the other client's version stays"
     );
+
+    // Open here, replaced there: removing the name still works (the descriptor cannot keep a
+    // version the bucket no longer holds).
+    assert_eq!(fs::metadata(&p).unwrap().len(), LONGER as u64);
+    let open = fs::File::open(&p).unwrap();
+    put_objects(&bucket, &[("big", b"D".as_slice())]);
+    fs::remove_file(&p).expect("unlink of an open file another client replaced");
+    drop(open);
+    assert!(!p.exists());
     m.unmount();
 }

@@ -57,6 +57,8 @@ enum Op<'a> {
     Chown(&'a Path, u32, u32),
     /// truncate(2) to this length.
     Truncate(&'a Path, i64),
+    /// open O_WRONLY, fallocate(2) mode 0 of its first byte (no change of size), close.
+    Fallocate(&'a Path),
 }
 
 fn cpath(p: &Path) -> CString {
@@ -73,7 +75,8 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
         | Op::Overwrite(p)
         | Op::Chmod(p, _)
         | Op::Chown(p, _, _)
-        | Op::Truncate(p, _) => cpath(p),
+        | Op::Truncate(p, _)
+        | Op::Fallocate(p) => cpath(p),
     };
     let groups: Vec<libc::gid_t> = user.groups.to_vec();
     // SAFETY: the child makes only async-signal-safe libc calls on memory prepared before the
@@ -169,6 +172,20 @@ fn run_as(user: User, op: Op<'_>) -> i32 {
                         0
                     } else {
                         err()
+                    }
+                }
+                Op::Fallocate(_) => {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        err()
+                    } else {
+                        let rc = libc::fallocate(fd, 0, 0, 1);
+                        let e = if rc != 0 { err() } else { 0 };
+                        if libc::close(fd) != 0 && e == 0 {
+                            err()
+                        } else {
+                            e
+                        }
                     }
                 }
             };
@@ -651,6 +668,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
         UserChgrp,
         UserTruncate,
         RootTruncate,
+        UserFallocate,
     }
     let cases = [
         ("chown-suid", 0o4755, By::RootChown, 0o755),
@@ -661,6 +679,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
         ("trunc-user", 0o6777, By::UserTruncate, 0o777),
         ("trunc-user-nox", 0o6767, By::UserTruncate, 0o2767),
         ("trunc-root", 0o6777, By::RootTruncate, 0o6777),
+        ("fallocate-user", 0o6777, By::UserFallocate, 0o777),
     ];
     for (name, mode, by, _) in cases {
         let p = m.path().join(name);
@@ -688,6 +707,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
                 assert_eq!(run_as(U2000, Op::Chown(&p, u32::MAX, U2000.gid)), 0, "{name}");
             }
             By::UserTruncate => assert_eq!(run_as(U2000, Op::Truncate(&p, 3)), 0, "{name}"),
+            By::UserFallocate => assert_eq!(run_as(U2000, Op::Fallocate(&p)), 0, "{name}"),
             By::RootTruncate => fs::File::options()
                 .write(true)
                 .open(&p)

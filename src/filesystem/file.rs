@@ -295,6 +295,24 @@ impl S3Filesystem {
     /// the memory limit goes straight to the spill file in ranged GETs of [`STAGE_CHUNK`], a few
     /// at a time, so staging a large object never holds it in RAM.
     pub(super) async fn ensure_staged(&self, ino: u64, data: &mut FileData) -> FsResult<()> {
+        match self.stage_from_bucket(ino, data).await {
+            Err(e) if e == Errno::ESTALE => Err(Errno::EIO),
+            other => other,
+        }
+    }
+
+    /// [`Self::ensure_staged`] for a file about to lose its name (unlink, a rename over it),
+    /// so its open handles keep their content: if another client replaced the object, the
+    /// version they read is gone from the bucket, nothing is staged, and the name goes anyway.
+    pub(super) async fn stage_before_removal(&self, ino: u64, data: &mut FileData) -> FsResult<()> {
+        match self.stage_from_bucket(ino, data).await {
+            Err(e) if e == Errno::ESTALE => Ok(()),
+            other => other,
+        }
+    }
+
+    /// [`Self::ensure_staged`], with ESTALE when another client replaced the object.
+    async fn stage_from_bucket(&self, ino: u64, data: &mut FileData) -> FsResult<()> {
         if data.staging.is_some() {
             return Ok(());
         }
@@ -325,10 +343,13 @@ impl S3Filesystem {
         let replaced = |e: StoreError| {
             if e.is_precondition_failed() {
                 tracing::error!(
-                    "{key}: another client replaced the object while this mount copied it to \
-                     write to it; the write fails (open the file again to write to the new version)"
+                    "{key}: another client replaced the object since this mount last read it: \
+                     a write to it fails, an unlink or a rename over it goes on without a copy \
+                     for the descriptors still open (open the file again to write to the new \
+                     version)"
                 );
                 self.learn_replaced(ino, etag.as_deref());
+                return Errno::ESTALE;
             }
             Errno::from(e)
         };
@@ -583,6 +604,15 @@ impl S3Filesystem {
                 Err(e) if e.is_not_found() && !fresh && self.table.path_of(ino).is_some() => {
                     *reader = None;
                 }
+                Err(e)
+                    if e.is_precondition_failed()
+                        && !fresh
+                        && self.node(ino).is_ok_and(|n| n.same_content_as(r.etag())) =>
+                {
+                    // This mount's own copy (a chmod, touch or xattr change, a rename) gave the
+                    // same content a new ETag: read on with that one.
+                    *reader = None;
+                }
                 Err(e) if e.is_precondition_failed() => {
                     // Another client replaced the object (this mount's own changes are read
                     // from the staged content while anything has the file open): bytes of the
@@ -626,16 +656,17 @@ impl S3Filesystem {
     /// adapter): clears the set-user-ID bit, and the set-group-ID bit of a group-executable
     /// file, as a local filesystem does. The new mode is stored with the file's upload, and
     /// the kernel drops the attributes it holds.
-    pub fn clear_setid_for_write(&self, fh: u64) {
+    /// Returns whether there were bits to clear.
+    pub fn clear_setid_for_write(&self, fh: u64) -> bool {
         let Ok(handle) = self.handle(fh) else {
-            return;
+            return false;
         };
         // On every such write: a look at the bits, not a copy of the node.
         let clears = self
             .table
             .update(handle.ino, |n| attr::write_clears_setid(n.state.attr.perm));
         if clears != Some(true) {
-            return;
+            return false;
         }
         let now = SystemTime::now();
         self.update_attributes(handle.ino, |a| {
@@ -643,6 +674,7 @@ impl S3Filesystem {
             a.ctime = now;
         });
         self.kernel_forget_inode(handle.ino);
+        true
     }
 
     /// `write`: into the staging area; returns the bytes written.
@@ -1123,7 +1155,7 @@ impl S3Filesystem {
                 let guard = match &data {
                     Some(data) => {
                         let mut d = data.lock().await;
-                        self.ensure_staged(node.ino, &mut d).await?;
+                        self.stage_before_removal(node.ino, &mut d).await?;
                         self.abort_stream(&mut d).await;
                         d.sequential = false;
                         Some(d)

@@ -691,7 +691,11 @@ impl S3Filesystem {
         let before = node.state.attr;
         self.apply_attributes(ino, &change);
         if let Some(new_size) = change.size {
-            self.truncate(ino, new_size).await?;
+            if let Err(e) = self.truncate(ino, new_size).await {
+                // The mode, owner or set-ID bits of a truncate that failed stay as they were.
+                self.undo_attributes(ino, &change, &before);
+                return Err(e);
+            }
         } else if change.is_metadata()
             && kind != NodeKind::Dir
             && self.mark_pending_upload(ino, change.sets_times()).await
@@ -925,6 +929,7 @@ impl S3Filesystem {
                     Err(e) => return Err(e.into()),
                 }
             };
+            let copied_onto_itself = current.is_none();
             let state = self.table.update(ino, |n| {
                 if let Some(info) = current {
                     // The object is the other client's with our attributes on top: its size,
@@ -937,7 +942,12 @@ impl S3Filesystem {
                     n.state.content_type = info.content_type;
                     n.state.content_headers = info.content_headers;
                 }
-                n.state.etag = etag;
+                if copied_onto_itself {
+                    // The guarded copy kept the content this mount read.
+                    n.take_copy_etag(etag);
+                } else {
+                    n.state.etag = etag;
+                }
                 n.state.posix_stored = true;
                 if is_dir {
                     n.state.dir_marker = Some(key.clone());

@@ -91,14 +91,17 @@ impl S3Filesystem {
                     lock(&self.listings).forget_under(&src_path);
                     lock(&self.subtree).forget_under(&src_path);
                     lock(&self.subtree).forget_under(&dst_path);
-                    if let Err(e) = moved {
+                    let copies = match moved {
+                        Ok(copies) => copies,
+                        Err(e) => {
                         // What this mount knew of both trees is no longer true: both are listed again.
                         self.cache.invalidate_tree(&src_path);
                         self.cache.invalidate_tree(&dst_path);
                         self.complete.forget(src.ino);
                         self.complete.forget(newparent);
                         return Err(e);
-                    }
+                        }
+                    };
                     // Markers of directories below it moved with the other keys; s3fs-style markers
                     // listed below it moved too.
                     self.table
@@ -138,9 +141,23 @@ impl S3Filesystem {
                             .table
                             .get(ino)
                             .is_some_and(|n| n.state.attr.kind == NodeKind::Dir);
-                        if is_dir && ino != src.ino && self.table.is_ancestor(src.ino, ino) {
+                        if ino == src.ino || !self.table.is_ancestor(src.ino, ino) {
+                            continue;
+                        }
+                        if is_dir {
                             self.complete.forget(ino);
                             self.complete.moved(ino);
+                        } else {
+                            // A copy may have a new ETag (SSE-KMS, a multipart object copied
+                            // whole, one copied in parts): the node takes it, or, where the
+                            // server gave none, asks the bucket at its next read.
+                            let key = self.table.path_of(ino).map(|p| self.key_for_path(&p));
+                            let etag = key.and_then(|k| copies.get(&k).cloned());
+                            self.table.update(ino, |n| match etag {
+                                Some(Some(etag)) => n.take_copy_etag(Some(etag)),
+                                Some(None) => n.stale = !n.local_only,
+                                None => {}
+                            });
                         }
                     }
                     Ok(())
@@ -182,7 +199,7 @@ impl S3Filesystem {
                     if *ino == src.ino {
                         moving = Some(&mut **d);
                     } else {
-                        self.ensure_staged(*ino, d).await?;
+                        self.stage_before_removal(*ino, d).await?;
                         self.abort_stream(d).await;
                         d.sequential = false;
                     }
@@ -272,7 +289,7 @@ impl S3Filesystem {
             .await?;
         self.store.delete(&src_key).await?;
         self.table.update(src.ino, |n| {
-            n.state.etag = etag;
+            n.take_copy_etag(etag);
             n.state.posix_stored = true;
             n.state.content_type = Some(content_type);
         });
@@ -281,7 +298,13 @@ impl S3Filesystem {
 
     /// Moves every object under the directory's prefix: children first (in parallel), the
     /// marker last; then deletes the old keys, the marker last.
-    async fn move_tree(&self, src: &Node, src_path: &str, dst_path: &str) -> FsResult<()> {
+    /// Returns the ETags the copies got, by new key (`None` where the server gave none).
+    async fn move_tree(
+        &self,
+        src: &Node,
+        src_path: &str,
+        dst_path: &str,
+    ) -> FsResult<std::collections::HashMap<String, Option<String>>> {
         let src_prefix = self.dir_key(src_path);
         let dst_prefix = self.dir_key(dst_path);
         let mut keys: Vec<(String, u64)> = Vec::new();
@@ -300,18 +323,26 @@ impl S3Filesystem {
         let marker = src.state.dir_marker.clone();
         let is_marker = |k: &str| k == src_prefix || marker.as_deref() == Some(k);
         let children: Vec<(String, u64)> = keys.iter().filter(|(k, _)| !is_marker(k)).cloned().collect();
-        let results: Vec<Result<(), StoreError>> = stream::iter(children.clone())
+        let results: Vec<Result<(String, Option<String>), StoreError>> = stream::iter(children.clone())
             .map(|(key, size)| {
                 let dst = format!("{dst_prefix}{}", &key[src_prefix.len()..]);
-                async move { self.store.copy_as_is(&key, &dst, size).await }
+                async move {
+                    let etag = self.store.copy_as_is(&key, &dst, size).await?;
+                    Ok((dst, etag))
+                }
             })
             .buffer_unordered(TREE_PARALLEL)
             .collect()
             .await;
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            tracing::error!("moving {src_prefix} to {dst_prefix} failed part-way, both names remain: {e}");
-            return Err(e.into());
-        }
+        let copies = match results.into_iter().collect::<Result<_, StoreError>>() {
+            Ok(copies) => copies,
+            Err(e) => {
+                tracing::error!(
+                    "moving {src_prefix} to {dst_prefix} failed part-way, both names remain: {e}"
+                );
+                return Err(e.into());
+            }
+        };
         // The marker, with the directory's attributes (a new ctime), under the new name. The
         // node takes it once the old keys are gone: until then the old marker is its own.
         let mut new_marker = None;
@@ -359,6 +390,6 @@ impl S3Filesystem {
                 n.state.dir_marker = Some(dst_marker);
             });
         }
-        Ok(())
+        Ok(copies)
     }
 }

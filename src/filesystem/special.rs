@@ -136,16 +136,28 @@ impl S3Filesystem {
     }
 
     /// `fallocate`: mode 0 makes sure the file is at least `offset + length` long; other modes
-    /// (punching holes, collapsing ranges) have no meaning for objects: EOPNOTSUPP.
-    pub async fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+    /// (punching holes, collapsing ranges) have no meaning for objects: EOPNOTSUPP. With
+    /// `kill_setid` (a caller without `CAP_FSETID`), it clears the set-ID bits as a write does.
+    pub async fn fallocate(
+        &self,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        kill_setid: bool,
+    ) -> FsResult<()> {
         if mode != 0 {
             return Err(Errno(libc::EOPNOTSUPP));
         }
         let end = offset.checked_add(length).ok_or(Errno(libc::EFBIG))?;
         let ino = self.writable_handle_ino(fh)?;
         let size = self.node(ino)?.state.attr.size;
+        let cleared = kill_setid && self.clear_setid_for_write(fh);
         if end > size {
+            // The new mode travels with the content.
             self.truncate(ino, end).await?;
+        } else if cleared && !self.mark_pending_upload(ino, false).await {
+            self.persist_metadata(ino).await?;
         }
         Ok(())
     }

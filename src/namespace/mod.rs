@@ -83,9 +83,47 @@ pub struct Node {
     /// Its attributes describe content whose upload failed and was dropped: they are read
     /// from the bucket again before anything uses them.
     pub stale: bool,
+    /// Earlier ETags of the content its ETag names, with that ETag: this mount's copies keep
+    /// the content but may give it a new ETag (a chmod copies the object onto itself, a rename
+    /// to a new key; under SSE-KMS, for a multipart object or one copied in parts the ETag
+    /// changes). Valid while that ETag is still the node's.
+    pub same_content: Option<(String, Vec<String>)>,
 }
 
+/// Earlier ETags of one content kept per node.
+const SAME_CONTENT_KEPT: usize = 8;
+
 impl Node {
+    /// Takes `etag`, the ETag of this mount's copy of the content the node's ETag names.
+    pub fn take_copy_etag(&mut self, etag: Option<String>) {
+        let old = std::mem::replace(&mut self.state.etag, etag);
+        let (Some(old), Some(new)) = (old, self.state.etag.clone()) else {
+            return;
+        };
+        if old == new {
+            return;
+        }
+        let mut earlier = match self.same_content.take() {
+            Some((current, list)) if current == old => list,
+            _ => Vec::new(),
+        };
+        earlier.push(old);
+        if earlier.len() > SAME_CONTENT_KEPT {
+            earlier.remove(0);
+        }
+        self.same_content = Some((new, earlier));
+    }
+
+    /// Whether `etag` is an earlier ETag of the content the node's ETag names.
+    pub fn same_content_as(&self, etag: Option<&str>) -> bool {
+        match (&self.same_content, etag, &self.state.etag) {
+            (Some((current, earlier)), Some(etag), Some(now)) => {
+                current == now && earlier.iter().any(|e| e == etag)
+            }
+            _ => false,
+        }
+    }
+
     /// Takes `state`, just read from the bucket. While the bucket holds what this mount last
     /// read there (the same ETag, or no marker for a directory, and the same stored times), the
     /// later of each time is kept: the bucket does not hold every time this mount moved
@@ -176,6 +214,7 @@ impl InodeTable {
                 children: 0,
                 page_cache_etag: None,
                 stale: false,
+                same_content: None,
             },
         );
         Self {
@@ -267,6 +306,7 @@ impl InodeTable {
                 children: 0,
                 page_cache_etag: None,
                 stale: false,
+                same_content: None,
             },
         );
         inner.names.insert(key, ino);
@@ -801,6 +841,32 @@ mod tests {
             dir_marker: None,
             posix_stored: false,
         }
+    }
+
+    #[test]
+    fn earlier_etags_of_copies_name_the_same_content_until_the_etag_moves_on_otherwise() {
+        let t = InodeTable::new(state(NodeKind::Dir));
+        let mut f = state(NodeKind::File);
+        f.etag = Some("\"a\"".into());
+        let (ino, _) = t.upsert_child(ROOT_INO, OsStr::new("f"), f, false);
+        let same = |etag: &str| t.get(ino).unwrap().same_content_as(Some(etag));
+        assert!(!same("\"a\""), "the current ETag is no earlier one");
+        // A chmod's copy onto itself gives a new ETag (SSE-KMS), then a rename's copy another.
+        t.update(ino, |n| n.take_copy_etag(Some("\"b\"".into())));
+        t.update(ino, |n| n.take_copy_etag(Some("\"c\"".into())));
+        assert!(same("\"a\"") && same("\"b\"") && !same("\"c\"") && !same("\"x\""));
+        // A copy that kept the ETag changes nothing.
+        t.update(ino, |n| n.take_copy_etag(Some("\"c\"".into())));
+        assert!(same("\"a\""));
+        // New content (an upload, another client's version read from the bucket): the earlier
+        // ETags name other content now.
+        t.update(ino, |n| n.state.etag = Some("\"d\"".into()));
+        assert!(!same("\"a\"") && !same("\"c\""));
+        // Only the last few are kept.
+        for i in 0..20 {
+            t.update(ino, |n| n.take_copy_etag(Some(format!("\"e{i}\""))));
+        }
+        assert!(same("\"e18\"") && !same("\"d\""));
     }
 
     #[test]

@@ -1196,8 +1196,9 @@ impl ObjectStore {
     }
 
     /// Copies `src` to `dst` keeping its content type and user metadata (MetadataDirective COPY;
-    /// past the single-copy limit the headers are read first and a multipart copy is made).
-    pub async fn copy_as_is(&self, src: &str, dst: &str, size: u64) -> Result<(), StoreError> {
+    /// past the single-copy limit the headers are read first and a multipart copy is made);
+    /// returns the copy's ETag when the server gave it.
+    pub async fn copy_as_is(&self, src: &str, dst: &str, size: u64) -> Result<Option<String>, StoreError> {
         if size > self.single_copy_limit {
             let info = self.head(src).await?.ok_or_else(|| StoreError::NotFound {
                 op: "HeadObject",
@@ -1210,21 +1211,24 @@ impl ObjectStore {
                 metadata: info.metadata,
                 content_headers: info.content_headers,
             };
-            self.copy_in_parts(src, dst, &put, info.etag.as_deref()).await?;
-            return Ok(());
+            return self.copy_in_parts(src, dst, &put, info.etag.as_deref()).await;
         }
         if let Some(lean) = &self.lean {
-            return self.copy_lean(lean, src, dst, None, None).await.map(|_| ());
+            return self.copy_lean(lean, src, dst, None, None).await;
         }
         let req = write_headers!(self.client.copy_object(), self);
-        req.bucket(&self.bucket)
+        let out = req
+            .bucket(&self.bucket)
             .key(dst)
             .copy_source(self.copy_source(src))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
             .send()
             .await
             .map_err(|e| self.err(e, "CopyObject", dst))?;
-        Ok(())
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .map(str::to_string))
     }
 
     /// Multipart uploads in progress under `prefix`: (key, upload id, initiated).
