@@ -33,199 +33,172 @@ impl S3Filesystem {
     ) -> FsResult<()> {
         self.moves
             .work(|| self.paths_of(&[parent, newparent]), async {
-            self.ensure_writable()?;
-            if flags & libc::RENAME_EXCHANGE != 0
-                || flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
-            {
-                return Err(Errno::EINVAL);
-            }
-            let newname_str = check_name(newname)?;
-            let src = self.find_child(parent, name).await?;
-            self.dir_node(newparent)?;
-            let dst = match self.find_child(newparent, newname).await {
-                Ok(n) => Some(n),
-                Err(e) if e == Errno::ENOENT => None,
-                Err(e) => return Err(e),
-            };
-            if let Some(d) = &dst {
-                if d.ino == src.ino {
-                    return Ok(());
-                }
-                if flags & libc::RENAME_NOREPLACE != 0 {
-                    return Err(Errno::EEXIST);
-                }
-            }
-            let src_path = self.table.path_of(src.ino).ok_or(Errno::ENOENT)?;
-            let dst_path = self
-                .table
-                .child_path(newparent, newname_str)
-                .ok_or(Errno::ENOENT)?;
-            Self::check_key_len(if src.state.attr.kind == NodeKind::Dir {
-                self.dir_key(&dst_path).len()
-            } else {
-                self.key_for_path(&dst_path).len()
-            })?;
-            if src.state.attr.kind == NodeKind::Dir {
-                if self.table.is_ancestor(src.ino, newparent) {
+                self.ensure_writable()?;
+                if flags & libc::RENAME_EXCHANGE != 0
+                    || flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
+                {
                     return Err(Errno::EINVAL);
                 }
+                let newname_str = check_name(newname)?;
+                let src = self.find_child(parent, name).await?;
+                self.dir_node(newparent)?;
+                let dst = match self.find_child(newparent, newname).await {
+                    Ok(n) => Some(n),
+                    Err(e) if e == Errno::ENOENT => None,
+                    Err(e) => return Err(e),
+                };
                 if let Some(d) = &dst {
-                    if d.state.attr.kind != NodeKind::Dir {
-                        return Err(Errno::ENOTDIR);
+                    if d.ino == src.ino {
+                        return Ok(());
                     }
-                    self.check_empty_dir(d).await?;
-                }
-                if parent != newparent {
-                    self.keep_implicit_dir(parent).await?;
-                }
-                // Operations under either name wait until the keys have moved and the namespace
-                // shows the new name; the move waits for those already at work there.
-                self.moves
-                    .moving(&src_path, &dst_path, async {
-                    // Files open inside wait with their uploads until the tree has moved, then upload
-                    // under the new name (a close meanwhile would write to the old prefix).
-                    let held = self.lock_write_states(self.open_files_under(&src_path)).await;
-                    let moved = self.move_tree(&src, &src_path, &dst_path).await;
-                    // Listings of the directory and below it named paths that changed (or, after a
-                    // failure, keys that may now be under both names or only the new one).
-                    lock(&self.listings).forget_under(&src_path);
-                    lock(&self.subtree).forget_under(&src_path);
-                    lock(&self.subtree).forget_under(&dst_path);
-                    let copies = match moved {
-                        Ok(copies) => copies,
-                        Err(e) => {
-                        // What this mount knew of both trees is no longer true: both are listed again.
-                        self.cache.invalidate_tree(&src_path);
-                        self.cache.invalidate_tree(&dst_path);
-                        self.complete.forget(src.ino);
-                        self.complete.forget(newparent);
-                        return Err(e);
-                        }
-                    };
-                    // Markers of directories below it moved with the other keys; s3fs-style markers
-                    // listed below it moved too.
-                    self.table
-                        .rekey_dir_markers(&self.dir_key(&src_path), &self.dir_key(&dst_path));
-                    {
-                        let mut legacy = lock(&self.legacy_dirs);
-                        let below = format!("{src_path}/");
-                        let moved: Vec<String> = legacy.iter().filter(|p| p.starts_with(&below)).cloned().collect();
-                        for p in moved {
-                            legacy.remove(&p);
-                            legacy.insert(format!("{dst_path}/{}", &p[below.len()..]));
-                        }
+                    if flags & libc::RENAME_NOREPLACE != 0 {
+                        return Err(Errno::EEXIST);
                     }
-                    // The empty directory replaced keeps its marker until the tree is in its place, so
-                    // a move that fails leaves it as it was. A marker the move wrote over is gone already.
+                }
+                let src_path = self.table.path_of(src.ino).ok_or(Errno::ENOENT)?;
+                let dst_path = self
+                    .table
+                    .child_path(newparent, newname_str)
+                    .ok_or(Errno::ENOENT)?;
+                Self::check_key_len(if src.state.attr.kind == NodeKind::Dir {
+                    self.dir_key(&dst_path).len()
+                } else {
+                    self.key_for_path(&dst_path).len()
+                })?;
+                if src.state.attr.kind == NodeKind::Dir {
+                    if self.table.is_ancestor(src.ino, newparent) {
+                        return Err(Errno::EINVAL);
+                    }
                     if let Some(d) = &dst {
-                        let written = self.node(src.ino)?.state.dir_marker;
-                        if let Some(old) = d
-                            .state
-                            .dir_marker
-                            .as_ref()
-                            .filter(|m| Some(*m) != written.as_ref())
-                        {
-                            if let Err(e) = self.store.delete(old).await {
-                                tracing::error!(
-                                    "renamed {src_path} over the empty directory {dst_path}, but its old marker {old} could not be deleted (it still carries the replaced directory's attributes): {e}"
+                        if d.state.attr.kind != NodeKind::Dir {
+                            return Err(Errno::ENOTDIR);
+                        }
+                        self.check_empty_dir(d).await?;
+                    }
+                    if parent != newparent {
+                        self.keep_implicit_dir(parent).await?;
+                    }
+                    // Operations under either name wait until the keys have moved and the namespace
+                    // shows the new name; the move waits for those already at work there.
+                    self.moves
+                        .moving(&src_path, &dst_path, async {
+                            // Files open inside wait with their uploads until the tree has moved, then upload
+                            // under the new name (a close meanwhile would write to the old prefix).
+                            let held = self.lock_write_states(self.open_files_under(&src_path)).await;
+                            let moved = self.move_tree(&src, &src_path, &dst_path).await;
+                            // Listings of the directory and below it named paths that changed (or, after a
+                            // failure, keys that may now be under both names or only the new one).
+                            lock(&self.listings).forget_under(&src_path);
+                            lock(&self.subtree).forget_under(&src_path);
+                            lock(&self.subtree).forget_under(&dst_path);
+                            let copies = match moved {
+                                Ok(copies) => copies,
+                                Err(e) => {
+                                    // What this mount knew of both trees is no longer true: both are listed again.
+                                    self.cache.invalidate_tree(&src_path);
+                                    self.cache.invalidate_tree(&dst_path);
+                                    self.complete.forget(src.ino);
+                                    self.complete.forget(newparent);
+                                    self.forget_contents_below(src.ino);
+                                    return Err(e);
+                                }
+                            };
+                            // Markers of directories below it moved with the other keys; s3fs-style markers
+                            // listed below it moved too.
+                            self.table
+                                .rekey_dir_markers(&self.dir_key(&src_path), &self.dir_key(&dst_path));
+                            self.rekey_legacy_dirs(&src_path, &dst_path);
+                            // The empty directory replaced keeps its marker until the tree is in its place, so
+                            // a move that fails leaves it as it was. A marker the move wrote over is gone already.
+                            if let Some(d) = &dst {
+                                let written = self.node(src.ino)?.state.dir_marker;
+                                if let Some(old) = d
+                                    .state
+                                    .dir_marker
+                                    .as_ref()
+                                    .filter(|m| Some(*m) != written.as_ref())
+                                {
+                                    if let Err(e) = self.store.delete(old).await {
+                                        tracing::error!(
+                                    "renamed {src_path} over the empty directory {dst_path}, but its old \
+                                     marker {old} could not be deleted (it still carries the \
+                                     replaced directory's attributes): {e}"
                                 );
+                                    }
+                                }
                             }
+                            self.table.rename(parent, name, newparent, newname);
+                            drop(held);
+                            self.complete.moved(src.ino);
+                            // A listing below it taken while its keys moved may miss names: none counts.
+                            self.forget_contents_below(src.ino);
+                            self.take_copied_etags(src.ino, &copies);
+                            Ok(())
+                        })
+                        .await?;
+                } else {
+                    if let Some(d) = &dst {
+                        if d.state.attr.kind == NodeKind::Dir {
+                            return Err(Errno::EISDIR);
                         }
                     }
+                    let was_local = src.local_only;
+                    if parent != newparent && !was_local {
+                        self.keep_implicit_dir(parent).await?;
+                    }
+                    // Hold the file's write state while it moves, so no flush uploads to the old name
+                    // between the move and the namespace change. The file it replaces, if open, keeps
+                    // its content for its handles (staged, as unlink does) and is held too, so none of
+                    // them uploads over the moved file.
+                    let mut held = self
+                        .lock_write_states(
+                            std::iter::once(src.ino)
+                                .chain(dst.as_ref().map(|d| d.ino))
+                                .collect(),
+                        )
+                        .await;
+                    // A close may have uploaded a new file while this waited for its write state (and
+                    // its release may have dropped that state): the node now says where the data is.
+                    let src = self.node(src.ino)?;
+                    if !src.linked {
+                        // Its upload failed and the file left the directory meanwhile.
+                        return Err(Errno::ENOENT);
+                    }
+                    if parent != newparent && src.local_only != was_local {
+                        self.keep_implicit_dir(parent).await?;
+                    }
+                    let mut moving = None;
+                    for (ino, d) in held.iter_mut() {
+                        if *ino == src.ino {
+                            moving = Some(&mut **d);
+                        } else {
+                            self.stage_before_removal(*ino, d).await?;
+                            self.abort_stream(d).await;
+                            d.sequential = false;
+                        }
+                    }
+                    self.move_file(&src, &src_path, &dst_path, newname_str, moving)
+                        .await?;
                     self.table.rename(parent, name, newparent, newname);
                     drop(held);
-                    self.complete.moved(src.ino);
-                    // A listing below it taken while its keys moved may miss names: none counts.
-                    for ino in self.table.all_inodes() {
-                        let is_dir = self
-                            .table
-                            .get(ino)
-                            .is_some_and(|n| n.state.attr.kind == NodeKind::Dir);
-                        if ino == src.ino || !self.table.is_ancestor(src.ino, ino) {
-                            continue;
-                        }
-                        if is_dir {
-                            self.complete.forget(ino);
-                            self.complete.moved(ino);
-                        } else {
-                            // A copy may have a new ETag (SSE-KMS, a multipart object copied
-                            // whole, one copied in parts): the node takes it, or, where the
-                            // server gave none, asks the bucket at its next read.
-                            let key = self.table.path_of(ino).map(|p| self.key_for_path(&p));
-                            let etag = key.and_then(|k| copies.get(&k).cloned());
-                            self.table.update(ino, |n| match etag {
-                                Some(Some(etag)) => n.take_copy_etag(Some(etag)),
-                                Some(None) => n.stale = !n.local_only,
-                                None => {}
-                            });
-                        }
-                    }
-                    Ok(())
-                    })
-                    .await?;
-            } else {
-                if let Some(d) = &dst {
-                    if d.state.attr.kind == NodeKind::Dir {
-                        return Err(Errno::EISDIR);
-                    }
                 }
-                let was_local = src.local_only;
-                if parent != newparent && !was_local {
-                    self.keep_implicit_dir(parent).await?;
+                self.entry_removed(parent, name);
+                self.entry_added(newparent, newname, src.state.attr.kind);
+                let now = std::time::SystemTime::now();
+                self.table.update(src.ino, |n| n.state.attr.ctime = now);
+                if src.state.attr.kind == NodeKind::Dir {
+                    self.cache.invalidate_tree(&src_path);
+                    self.cache.invalidate_tree(&dst_path);
+                } else {
+                    // Nothing lives below a file: no scan of the whole cache per renamed file.
+                    self.cache.invalidate(&dst_path);
                 }
-                // Hold the file's write state while it moves, so no flush uploads to the old name
-                // between the move and the namespace change. The file it replaces, if open, keeps
-                // its content for its handles (staged, as unlink does) and is held too, so none of
-                // them uploads over the moved file.
-                let mut held = self
-                    .lock_write_states(
-                        std::iter::once(src.ino)
-                            .chain(dst.as_ref().map(|d| d.ino))
-                            .collect(),
-                    )
-                    .await;
-                // A close may have uploaded a new file while this waited for its write state (and
-                // its release may have dropped that state): the node now says where the data is.
-                let src = self.node(src.ino)?;
-                if !src.linked {
-                    // Its upload failed and the file left the directory meanwhile.
-                    return Err(Errno::ENOENT);
-                }
-                if parent != newparent && src.local_only != was_local {
-                    self.keep_implicit_dir(parent).await?;
-                }
-                let mut moving = None;
-                for (ino, d) in held.iter_mut() {
-                    if *ino == src.ino {
-                        moving = Some(&mut **d);
-                    } else {
-                        self.stage_before_removal(*ino, d).await?;
-                        self.abort_stream(d).await;
-                        d.sequential = false;
-                    }
-                }
-                self.move_file(&src, &src_path, &dst_path, newname_str, moving)
-                    .await?;
-                self.table.rename(parent, name, newparent, newname);
-                drop(held);
-            }
-            self.entry_removed(parent, name);
-            self.entry_added(newparent, newname, src.state.attr.kind);
-            let now = std::time::SystemTime::now();
-            self.table.update(src.ino, |n| n.state.attr.ctime = now);
-            if src.state.attr.kind == NodeKind::Dir {
-                self.cache.invalidate_tree(&src_path);
-                self.cache.invalidate_tree(&dst_path);
-            } else {
-                // Nothing lives below a file: no scan of the whole cache per renamed file.
-                self.cache.invalidate(&dst_path);
-            }
-            self.cache.put_absent(&src_path);
-            self.touch_dir(parent);
-            self.touch_dir(newparent);
-            let moved = (src.state.attr.kind != NodeKind::Dir).then_some(src.ino);
-            self.reset_readers(moved).await;
-            Ok(())
+                self.cache.put_absent(&src_path);
+                self.touch_dir(parent);
+                self.touch_dir(newparent);
+                let moved = (src.state.attr.kind != NodeKind::Dir).then_some(src.ino);
+                self.reset_readers(moved).await;
+                Ok(())
             })
             .await
     }
@@ -294,6 +267,54 @@ impl S3Filesystem {
             n.state.content_type = Some(content_type);
         });
         Ok(())
+    }
+
+    /// Directories below `dir` (moved, or partly moved): what this mount knew of their
+    /// contents no longer counts, nor does a listing of them that started before now.
+    fn forget_contents_below(&self, dir: u64) {
+        for ino in self.table.all_inodes() {
+            let is_dir = self
+                .table
+                .get(ino)
+                .is_some_and(|n| n.state.attr.kind == NodeKind::Dir);
+            if is_dir && ino != dir && self.table.is_ancestor(dir, ino) {
+                self.complete.forget(ino);
+                self.complete.moved(ino);
+            }
+        }
+    }
+
+    /// Files below the directory `dir`, just moved: a copy may have a new ETag (SSE-KMS, a
+    /// multipart object copied whole, one copied in parts), which the node takes (`copies`, by
+    /// new key), or, where the server gave none, asks the bucket for at its next read.
+    fn take_copied_etags(&self, dir: u64, copies: &std::collections::HashMap<String, Option<String>>) {
+        for ino in self.table.all_inodes() {
+            let is_file = self
+                .table
+                .get(ino)
+                .is_some_and(|n| n.state.attr.kind != NodeKind::Dir);
+            if !is_file || !self.table.is_ancestor(dir, ino) {
+                continue;
+            }
+            let key = self.table.path_of(ino).map(|p| self.key_for_path(&p));
+            let etag = key.and_then(|k| copies.get(&k).cloned());
+            self.table.update(ino, |n| match etag {
+                Some(Some(etag)) => n.take_copy_etag(Some(etag)),
+                Some(None) => n.stale = !n.local_only,
+                None => {}
+            });
+        }
+    }
+
+    /// The s3fs `name_$folder$` markers listed below `src` moved with the other keys to `dst`.
+    fn rekey_legacy_dirs(&self, src: &str, dst: &str) {
+        let mut legacy = lock(&self.legacy_dirs);
+        let below = format!("{src}/");
+        let moved: Vec<String> = legacy.iter().filter(|p| p.starts_with(&below)).cloned().collect();
+        for p in moved {
+            legacy.remove(&p);
+            legacy.insert(format!("{dst}/{}", &p[below.len()..]));
+        }
     }
 
     /// Moves every object under the directory's prefix: children first (in parallel), the
