@@ -397,16 +397,7 @@ impl S3Filesystem {
                     content_headers: Vec::new(),
                 };
                 let etag = self.store.put(&key, bytes::Bytes::new(), &put).await?;
-                let state = ObjectState {
-                    attr: attrs,
-                    etag,
-                    content_type: Some(put.content_type),
-                    foreign_meta: Default::default(),
-                    content_headers: Vec::new(),
-                    dir_marker: Some(key),
-                    posix_stored: true,
-                    bucket_times: Some([attrs.mtime, attrs.ctime, attrs.atime]),
-                };
+                let state = ObjectState::just_stored(attrs, etag, put.content_type, Some(key));
                 self.cache.put(&path, state.clone());
                 let ino = self.place_child(parent, name, state, false);
                 self.table.inc_lookup(ino);

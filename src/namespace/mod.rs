@@ -57,6 +57,28 @@ pub struct ObjectState {
     pub bucket_times: Option<[std::time::SystemTime; 3]>,
 }
 
+impl ObjectState {
+    /// An object this mount just stored, empty or with content it wrote whole, with `attr` in
+    /// its metadata (and as its times).
+    pub fn just_stored(
+        attr: Attributes,
+        etag: Option<String>,
+        content_type: String,
+        dir_marker: Option<String>,
+    ) -> Self {
+        Self {
+            attr,
+            etag,
+            content_type: Some(content_type),
+            foreign_meta: Default::default(),
+            content_headers: Vec::new(),
+            dir_marker,
+            posix_stored: true,
+            bucket_times: Some([attr.mtime, attr.ctime, attr.atime]),
+        }
+    }
+}
+
 /// One inode.
 #[derive(Clone, Debug)]
 pub struct Node {
