@@ -37,6 +37,16 @@ pub struct FileData {
     /// Times were set explicitly (utimens) since the content was staged: they must be stored
     /// exactly, not left to the server's Last-Modified.
     pub times_set: bool,
+    /// Changes made to the staged content or attributes so far (see [`FileData::changed`]).
+    pub changes: u64,
+}
+
+impl FileData {
+    /// Something changed that the next upload must store.
+    pub fn changed(&mut self) {
+        self.dirty = true;
+        self.changes += 1;
+    }
 }
 
 /// Size of the ranged GETs that stage an existing object larger than the memory limit.
@@ -153,14 +163,15 @@ impl S3Filesystem {
     }
 
     /// After the upload of a truncate failed with no handle open for writing: drops the
-    /// truncated copy (unless someone wrote to it meanwhile), and the node, the stat cache and
-    /// the kernel go back to what the bucket holds.
-    async fn drop_unstored_truncate(&self, ino: u64, data: &tokio::sync::Mutex<FileData>) {
-        if self.node(ino).is_ok_and(|n| n.local_only) || self.has_writer(ino) {
+    /// truncated copy unless it changed since (`this_change`, its count of changes: a handle
+    /// opened meanwhile wrote to it), and the node, the stat cache and the kernel go back to
+    /// what the bucket holds.
+    async fn drop_unstored_truncate(&self, ino: u64, data: &tokio::sync::Mutex<FileData>, this_change: u64) {
+        if self.node(ino).is_ok_and(|n| n.local_only) {
             return;
         }
         let mut d = data.lock().await;
-        if !d.dirty {
+        if !d.dirty || d.changes != this_change {
             return;
         }
         d.staging = None;
@@ -282,7 +293,7 @@ impl S3Filesystem {
             Some(d) => {
                 let mut d = d.lock().await;
                 if d.staging.is_some() {
-                    d.dirty = true;
+                    d.changed();
                     d.times_set |= times_set;
                 }
                 d.staging.is_some()
@@ -712,7 +723,7 @@ impl S3Filesystem {
             None => staging.write_at(&self.cfg.staging, offset, &bytes)?,
         }
         let len = staging.len();
-        d.dirty = true;
+        d.changed();
         self.set_size(ino, len);
         if d.sequential {
             self.feed_stream(ino, &mut d).await;
@@ -754,7 +765,7 @@ impl S3Filesystem {
             if !appending {
                 d.sequential = false;
             }
-            d.dirty = true;
+            d.changed();
             self.set_size(handle.ino, len);
             bytes.len() as u32
         }))
@@ -875,8 +886,8 @@ impl S3Filesystem {
             if let Some(s) = d.staging.as_mut() {
                 s.truncate(&self.cfg.staging, size)?;
             }
-            d.dirty = true;
-            Ok::<bool, Errno>(was_dirty)
+            d.changed();
+            Ok::<(bool, u64), Errno>((was_dirty, d.changes))
         }
         .await;
         if changed.is_ok() {
@@ -885,12 +896,12 @@ impl S3Filesystem {
         // No handle open for writing will upload the file: the change goes to the bucket now
         // (readers keep the staged copy, as they would keep the truncated inode on a disk).
         let result = match changed {
-            Ok(was_dirty) if !self.has_writer(ino) => {
+            Ok((was_dirty, this_change)) if !self.has_writer(ino) => {
                 let stored = self.flush_inode(ino).await;
                 if stored.is_err() && !was_dirty {
                     // A truncate that failed changes nothing: the truncated copy must not
-                    // reach the bucket later, at the release of a handle that only reads.
-                    self.drop_unstored_truncate(ino, &data).await;
+                    // reach the bucket later, at the release of another handle.
+                    self.drop_unstored_truncate(ino, &data, this_change).await;
                 }
                 stored
             }
@@ -1188,7 +1199,7 @@ impl S3Filesystem {
 /// Empty content, to be uploaded, written sequentially so far.
 fn start_empty(d: &mut FileData, cfg: &StagingConfig) -> FsResult<()> {
     d.staging = Some(Staging::from_vec(Vec::new(), cfg)?);
-    d.dirty = true;
+    d.changed();
     d.sequential = true;
     Ok(())
 }

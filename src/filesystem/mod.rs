@@ -730,7 +730,7 @@ impl S3Filesystem {
         let mut d = data.try_lock().ok()?;
         d.staging.as_ref()?;
         self.apply_attributes(ino, change);
-        d.dirty = true;
+        d.changed();
         d.times_set |= change.sets_times();
         drop(d);
         Some(self.node(ino).map(|n| self.stat_of(&n)))
