@@ -1134,3 +1134,77 @@ fn a_file_replaced_by_another_client_while_open_is_never_read_as_a_mix() {
     assert!(!p.exists());
     m.unmount();
 }
+
+/// A file another client replaced, then renamed here (the file, or its directory): the rename
+/// moves the other client's version, and a descriptor that read the old one fails its next
+/// read instead of going on with the new one's bytes. A file renamed over here after another
+/// client replaced it keeps, for its open descriptor, what this mount knew of it: not the
+/// attributes or the content of the file now at its old name.
+#[test]
+fn a_replaced_file_renamed_here_is_never_read_as_a_mix() {
+    let bucket = block_on(new_bucket("replaced-mv"));
+    const SIZE: usize = 32 << 20;
+    put_objects(
+        &bucket,
+        &[
+            ("D/big", &vec![b'A'; SIZE]),
+            ("f", &vec![b'A'; SIZE]),
+            ("R/b", b"bbbbbbbb".as_slice()),
+            ("R/a", b"aa".as_slice()),
+        ],
+    );
+    let m = Mount::mount(&bucket, &[]);
+    let read_after = |f: &mut fs::File| {
+        f.seek(SeekFrom::Start(24 << 20)).unwrap();
+        let mut later = vec![0u8; 1 << 20];
+        match f.read(&mut later) {
+            Err(e) => e.raw_os_error(),
+            Ok(n) => panic!("read {n} bytes of {:?} after bytes of 'A'", char::from(later[0])),
+        }
+    };
+    for (from, to) in [("D", "E"), ("f", "g")] {
+        let (from, to) = (m.path().join(from), m.path().join(to));
+        let file = |dir: &Path| {
+            if dir.ends_with("D") || dir.ends_with("E") {
+                dir.join("big")
+            } else {
+                dir.to_path_buf()
+            }
+        };
+        let mut f = fs::File::open(file(&from)).unwrap();
+        let mut head_bytes = vec![0u8; 64 << 10];
+        f.read_exact(&mut head_bytes).unwrap();
+        let key = file(&from)
+            .strip_prefix(m.path())
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        put_objects(&bucket, &[(key.as_str(), &vec![b'B'; SIZE])]);
+        fs::rename(&from, &to).unwrap();
+        assert_eq!(read_after(&mut f), Some(libc::EIO), "{key} renamed");
+        drop(f);
+        assert!(fs::read(file(&to)).unwrap().iter().all(|&b| b == b'B'));
+    }
+
+    // Renamed over while open, after another client replaced it.
+    let (a, b) = (m.path().join("R/a"), m.path().join("R/b"));
+    assert_eq!(fs::metadata(&b).unwrap().len(), 8);
+    let mut open_b = fs::File::open(&b).unwrap();
+    put_objects(&bucket, &[("R/b", b"BBBBBBBBBBBB".as_slice())]);
+    fs::rename(&a, &b).expect("rename over a file another client replaced");
+    assert_eq!(
+        open_b.metadata().unwrap().len(),
+        8,
+        "fstat of the renamed-over file"
+    );
+    let mut got = Vec::new();
+    let read = open_b.read_to_end(&mut got);
+    assert!(
+        read.is_err() || got.is_empty(),
+        "read {got:?} through the renamed-over file"
+    );
+    drop(open_b);
+    assert_eq!(fs::read(&b).unwrap(), b"aa");
+    m.unmount();
+}

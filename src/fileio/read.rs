@@ -115,6 +115,15 @@ impl ObjectReader {
         }
     }
 
+    /// Goes on reading at `key` (the object moved there), the version `etag`: what was
+    /// fetched ahead is dropped.
+    pub fn retarget(&mut self, key: String, etag: Option<String>) {
+        self.drop_window();
+        self.last_end = None;
+        self.key = key;
+        self.etag = etag;
+    }
+
     /// The key read.
     pub fn key(&self) -> &str {
         &self.key

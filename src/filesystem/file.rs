@@ -233,9 +233,12 @@ impl S3Filesystem {
         lock(&self.files).get(&ino).map(|e| e.data.clone())
     }
 
-    /// Drops the range reader of every handle of `ino` (every handle when `None`, after a
-    /// directory moved), so the next read starts over at the object's current key (after a
-    /// rename moved it). A read holding a reader meanwhile retries at the new key on a 404.
+    /// Points the range reader of every handle of `ino` (every handle when `None`, after a
+    /// directory moved) at the object's current key, after a rename moved it. A reader keeps
+    /// the version it read: it takes the node's ETag only where that names the same content
+    /// (the rename's copy of that version), so a version another client stored meanwhile
+    /// fails its reads instead of following the old one's bytes. A read holding a reader
+    /// meanwhile retries at the new key on a 404.
     pub(super) async fn reset_readers(&self, ino: Option<u64>) {
         let handles: Vec<Arc<FileHandle>> = lock(&self.file_handles)
             .values()
@@ -243,8 +246,28 @@ impl S3Filesystem {
             .cloned()
             .collect();
         for h in handles {
-            *h.reader.lock().await = None;
+            if let Some(r) = h.reader.lock().await.as_mut() {
+                self.retarget_reader(h.ino, r);
+            }
         }
+    }
+
+    /// [`Self::reset_readers`] for one reader of `ino`; false if the file has no key now
+    /// (unlinked).
+    fn retarget_reader(&self, ino: u64, r: &mut ObjectReader) -> bool {
+        let Some(node) = self.table.get(ino).filter(|n| n.linked) else {
+            return false;
+        };
+        let Some(path) = self.table.path_of(ino) else {
+            return false;
+        };
+        let etag = if node.same_content_as(r.etag()) {
+            node.state.etag.clone()
+        } else {
+            r.etag().map(str::to_string)
+        };
+        r.retarget(self.key_for_path(&path), etag);
+        true
     }
 
     /// The inode of a handle opened for writing (EBADF otherwise).
@@ -317,7 +340,8 @@ impl S3Filesystem {
     /// version they read is gone from the bucket, nothing is staged, and the name goes anyway.
     pub(super) async fn stage_before_removal(&self, ino: u64, data: &mut FileData) -> FsResult<()> {
         match self.stage_from_bucket(ino, data).await {
-            Err(e) if e == Errno::ESTALE => Ok(()),
+            // Replaced, or deleted, by another client: nothing of that version to keep.
+            Err(e) if e == Errno::ESTALE || e == Errno::ENOENT => Ok(()),
             other => other,
         }
     }
@@ -345,6 +369,11 @@ impl S3Filesystem {
         if node.local_only || size == 0 {
             data.staging = Some(Staging::from_vec(Vec::new(), &self.cfg.staging)?);
             return Ok(());
+        }
+        if !node.linked {
+            // Removed without a copy (another client had replaced it): its content is gone,
+            // and its old key may hold another file now.
+            return Err(Errno::EIO);
         }
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let key = self.key_for_path(&path);
@@ -593,6 +622,11 @@ impl S3Filesystem {
                 if node.local_only {
                     return Ok(Bytes::new());
                 }
+                if !node.linked {
+                    // Removed without a copy (another client had replaced it): its content is
+                    // gone, and its old key may hold another file now.
+                    return Err(Errno::EIO);
+                }
                 if node.stale {
                     // A replaced version was noticed: read the current one.
                     self.refresh(ino).await?;
@@ -612,9 +646,8 @@ impl S3Filesystem {
                 return Err(Errno::EIO);
             };
             match r.read(offset, size).await {
-                Err(e) if e.is_not_found() && !fresh && self.table.path_of(ino).is_some() => {
-                    *reader = None;
-                }
+                // Moved by a rename meanwhile: on at the new key, the same version.
+                Err(e) if e.is_not_found() && !fresh && self.retarget_reader(ino, r) => {}
                 Err(e)
                     if e.is_precondition_failed()
                         && !fresh

@@ -628,10 +628,14 @@ impl S3Filesystem {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
+        if !node.linked {
+            // Its old path may name another object now: only memory describes it.
+            return Some(Ok(self.stat_of(&node)));
+        }
         if node.stale {
             return None;
         }
-        if node.state.attr.kind == NodeKind::Dir || node.local_only || node.opens > 0 || !node.linked {
+        if node.state.attr.kind == NodeKind::Dir || node.local_only || node.opens > 0 {
             return Some(Ok(self.stat_of(&node)));
         }
         let path = self.table.path_of(ino)?;
@@ -650,6 +654,10 @@ impl S3Filesystem {
     /// Reads a file's attributes from the bucket into its node (HEAD).
     async fn refresh(&self, ino: u64) -> FsResult<Stat> {
         let node = self.node(ino)?;
+        if !node.linked {
+            // Its old path may name another object now.
+            return Ok(self.stat_of(&node));
+        }
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
         let key = self.key_for_path(&path);
         let ticket = self.cache.ticket();

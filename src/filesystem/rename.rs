@@ -21,6 +21,17 @@ use crate::store::{ListPage, PutOptions, StoreError};
 /// Copies or deletes in flight at once while moving a directory.
 const TREE_PARALLEL: usize = 16;
 
+/// One object a directory rename copied.
+struct Copied {
+    /// The copy's ETag, when the server gave it.
+    etag: Option<String>,
+    /// The ETag of the version copied, when the copy was guarded by it.
+    of: Option<String>,
+}
+
+/// The copies of a directory rename, by new key.
+type TreeCopies = std::collections::HashMap<String, Copied>;
+
 impl S3Filesystem {
     /// `rename` with `flags` (`RENAME_NOREPLACE` honoured, `RENAME_EXCHANGE` refused with EINVAL).
     pub async fn rename(
@@ -250,19 +261,27 @@ impl S3Filesystem {
             metadata: meta,
             content_headers: src.state.content_headers.clone(),
         };
-        let etag = self
-            .store
-            .copy(
-                &src_key,
-                &self.key_for_path(dst_path),
-                src.state.attr.size,
-                &put,
-                None,
-            )
-            .await?;
+        // Guarded by the ETag this mount knows, so the copy's ETag names the same content
+        // (readers of the file go on with it); a version another client stored meanwhile moves
+        // all the same, and its readers here then fail rather than mix the two.
+        let dst_key = self.key_for_path(dst_path);
+        let known = src.state.etag.as_deref();
+        let size = src.state.attr.size;
+        let (etag, same_content) = match self.store.copy(&src_key, &dst_key, size, &put, known).await {
+            Ok(etag) => (etag, known.is_some()),
+            Err(e) if e.is_precondition_failed() => (
+                self.store.copy(&src_key, &dst_key, size, &put, None).await?,
+                false,
+            ),
+            Err(e) => return Err(e.into()),
+        };
         self.store.delete(&src_key).await?;
         self.table.update(src.ino, |n| {
-            n.take_copy_etag(etag);
+            if same_content {
+                n.take_copy_etag(etag);
+            } else {
+                n.state.etag = etag;
+            }
             n.state.posix_stored = true;
             n.state.content_type = Some(content_type);
         });
@@ -286,22 +305,34 @@ impl S3Filesystem {
 
     /// Files below the directory `dir`, just moved: a copy may have a new ETag (SSE-KMS, a
     /// multipart object copied whole, one copied in parts), which the node takes (`copies`, by
-    /// new key), or, where the server gave none, asks the bucket for at its next read.
-    fn take_copied_etags(&self, dir: u64, copies: &std::collections::HashMap<String, Option<String>>) {
+    /// new key): as the same content when the copy was of the version the node knows, else as
+    /// another version (readers of the old one then fail instead of mixing the two); where
+    /// the server gave none, the node asks the bucket at its next use.
+    fn take_copied_etags(&self, dir: u64, copies: &TreeCopies) {
         for ino in self.table.all_inodes() {
-            let is_file = self
+            let moved_file = self
                 .table
                 .get(ino)
-                .is_some_and(|n| n.state.attr.kind != NodeKind::Dir);
-            if !is_file || !self.table.is_ancestor(dir, ino) {
+                .is_some_and(|n| n.linked && n.state.attr.kind != NodeKind::Dir);
+            if !moved_file || !self.table.is_ancestor(dir, ino) {
                 continue;
             }
-            let key = self.table.path_of(ino).map(|p| self.key_for_path(&p));
-            let etag = key.and_then(|k| copies.get(&k).cloned());
-            self.table.update(ino, |n| match etag {
-                Some(Some(etag)) => n.take_copy_etag(Some(etag)),
-                Some(None) => n.stale = !n.local_only,
-                None => {}
+            let Some(copy) = self
+                .table
+                .path_of(ino)
+                .and_then(|p| copies.get(&self.key_for_path(&p)))
+            else {
+                continue;
+            };
+            self.table.update(ino, |n| {
+                let unquoted = |e: &String| e.trim_matches('"').to_string();
+                let same = copy.of.is_some()
+                    && copy.of.as_ref().map(unquoted) == n.state.etag.as_ref().map(unquoted);
+                match &copy.etag {
+                    Some(etag) if same => n.take_copy_etag(Some(etag.clone())),
+                    Some(etag) => n.state.etag = Some(etag.clone()),
+                    None => n.stale = !n.local_only,
+                }
             });
         }
     }
@@ -320,19 +351,18 @@ impl S3Filesystem {
     /// Moves every object under the directory's prefix: children first (in parallel), the
     /// marker last; then deletes the old keys, the marker last.
     /// Returns the ETags the copies got, by new key (`None` where the server gave none).
-    async fn move_tree(
-        &self,
-        src: &Node,
-        src_path: &str,
-        dst_path: &str,
-    ) -> FsResult<std::collections::HashMap<String, Option<String>>> {
+    async fn move_tree(&self, src: &Node, src_path: &str, dst_path: &str) -> FsResult<TreeCopies> {
         let src_prefix = self.dir_key(src_path);
         let dst_prefix = self.dir_key(dst_path);
         let mut keys: Vec<(String, u64)> = Vec::new();
+        let mut listed: std::collections::HashMap<String, Option<String>> = Default::default();
         let mut token = None;
         loop {
             let ListPage { objects, next, .. } = self.store.list(&src_prefix, false, token, 1000).await?;
-            keys.extend(objects.into_iter().map(|o| (o.key, o.size)));
+            for o in objects {
+                keys.push((o.key.clone(), o.size));
+                listed.insert(o.key, o.etag);
+            }
             match next {
                 Some(t) => token = Some(t),
                 None => break,
@@ -344,12 +374,23 @@ impl S3Filesystem {
         let marker = src.state.dir_marker.clone();
         let is_marker = |k: &str| k == src_prefix || marker.as_deref() == Some(k);
         let children: Vec<(String, u64)> = keys.iter().filter(|(k, _)| !is_marker(k)).cloned().collect();
-        let results: Vec<Result<(String, Option<String>), StoreError>> = stream::iter(children.clone())
+        let listed = &listed;
+        let results: Vec<Result<(String, Copied), StoreError>> = stream::iter(children.clone())
             .map(|(key, size)| {
                 let dst = format!("{dst_prefix}{}", &key[src_prefix.len()..]);
                 async move {
-                    let etag = self.store.copy_as_is(&key, &dst, size).await?;
-                    Ok((dst, etag))
+                    // Guarded by the listed ETag: the copy is then that version, under a new
+                    // ETag perhaps. One another client replaced since moves all the same.
+                    let source = listed.get(&key).cloned().flatten();
+                    let copied = match self.store.copy_as_is(&key, &dst, size, source.as_deref()).await {
+                        Ok(etag) => Copied { etag, of: source },
+                        Err(e) if e.is_precondition_failed() => Copied {
+                            etag: self.store.copy_as_is(&key, &dst, size, None).await?,
+                            of: None,
+                        },
+                        Err(e) => return Err(e),
+                    };
+                    Ok((dst, copied))
                 }
             })
             .buffer_unordered(TREE_PARALLEL)

@@ -142,14 +142,25 @@ impl S3Filesystem {
         }
         let end = offset.checked_add(length).ok_or(Errno(libc::EFBIG))?;
         let ino = self.writable_handle_ino(fh)?;
-        let size = self.node(ino)?.state.attr.size;
+        let before = self.node(ino)?.state.attr;
         let cleared = kill_setid && self.clear_setid_for_write(fh);
-        if end > size {
+        let done = if before.size < end {
             // The new mode travels with the content.
-            self.truncate(ino, end).await?;
+            self.truncate(ino, end).await
         } else if cleared && !self.mark_pending_upload(ino, false).await {
-            self.persist_metadata(ino).await?;
+            self.persist_metadata(ino).await
+        } else {
+            Ok(())
+        };
+        if done.is_err() && cleared {
+            // A fallocate that failed changes nothing.
+            let unchanged = crate::attr::without_setid_on_write(before.perm);
+            self.update_attributes(ino, |a| {
+                if a.perm == unchanged {
+                    a.perm = before.perm;
+                }
+            });
         }
-        Ok(())
+        done
     }
 }

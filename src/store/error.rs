@@ -199,7 +199,7 @@ impl StoreError {
 
     /// True for `412 PreconditionFailed`: the object is no longer the version asked for.
     pub fn is_precondition_failed(&self) -> bool {
-        matches!(self, StoreError::Service { status: 412, .. })
+        matches!(self, StoreError::Service { status: 412, .. }) || self.code() == Some("PreconditionFailed")
     }
 
     /// The S3 error code, if the server sent one.

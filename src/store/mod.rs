@@ -1197,8 +1197,15 @@ impl ObjectStore {
 
     /// Copies `src` to `dst` keeping its content type and user metadata (MetadataDirective COPY;
     /// past the single-copy limit the headers are read first and a multipart copy is made);
-    /// returns the copy's ETag when the server gave it.
-    pub async fn copy_as_is(&self, src: &str, dst: &str, size: u64) -> Result<Option<String>, StoreError> {
+    /// returns the copy's ETag when the server gave it. With `if_match`, only a source whose
+    /// ETag that is is copied (`PreconditionFailed` otherwise).
+    pub async fn copy_as_is(
+        &self,
+        src: &str,
+        dst: &str,
+        size: u64,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         if size > self.single_copy_limit {
             let info = self.head(src).await?.ok_or_else(|| StoreError::NotFound {
                 op: "HeadObject",
@@ -1211,16 +1218,19 @@ impl ObjectStore {
                 metadata: info.metadata,
                 content_headers: info.content_headers,
             };
-            return self.copy_in_parts(src, dst, &put, info.etag.as_deref()).await;
+            return self
+                .copy_in_parts(src, dst, &put, if_match.or(info.etag.as_deref()))
+                .await;
         }
         if let Some(lean) = &self.lean {
-            return self.copy_lean(lean, src, dst, None, None).await;
+            return self.copy_lean(lean, src, dst, None, if_match).await;
         }
         let req = write_headers!(self.client.copy_object(), self);
         let out = req
             .bucket(&self.bucket)
             .key(dst)
             .copy_source(self.copy_source(src))
+            .set_copy_source_if_match(if_match.map(str::to_string))
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
             .send()
             .await
