@@ -648,15 +648,13 @@ impl S3Filesystem {
             match r.read(offset, size).await {
                 // Moved by a rename meanwhile: on at the new key, the same version.
                 Err(e) if e.is_not_found() && !fresh && self.retarget_reader(ino, r) => {}
+                // This mount's own copy (a chmod, touch or xattr change, a rename) gave the same
+                // content a new ETag: read on with that one.
                 Err(e)
                     if e.is_precondition_failed()
                         && !fresh
-                        && self.node(ino).is_ok_and(|n| n.same_content_as(r.etag())) =>
-                {
-                    // This mount's own copy (a chmod, touch or xattr change, a rename) gave the
-                    // same content a new ETag: read on with that one.
-                    *reader = None;
-                }
+                        && self.node(ino).is_ok_and(|n| n.same_content_as(r.etag()))
+                        && self.retarget_reader(ino, r) => {}
                 Err(e) if e.is_precondition_failed() => {
                     // Another client replaced the object (this mount's own changes are read
                     // from the staged content while anything has the file open): bytes of the
