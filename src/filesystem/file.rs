@@ -678,19 +678,12 @@ impl S3Filesystem {
     /// the node has moved on already, it and the kernel forget what they know of it, so the
     /// next read or stat asks the bucket.
     fn learn_replaced(&self, ino: u64, etag: Option<&str>) {
-        let forgot = self.table.update(ino, |n| {
-            let same = n.state.etag.as_deref() == etag && !n.local_only;
-            if same {
-                n.stale = true;
-                n.page_cache_etag = None;
-            }
-            same
-        });
-        if forgot == Some(true) {
-            if let Some(path) = self.table.path_of(ino) {
-                self.cache.invalidate(&path);
-            }
-            self.kernel_forget_inode(ino);
+        let knows_that_version = self
+            .node(ino)
+            .is_ok_and(|n| n.state.etag.as_deref() == etag && !n.local_only);
+        if knows_that_version {
+            // As for content whose upload was dropped: read again from the bucket.
+            self.forget_unstored(ino);
         }
     }
 

@@ -897,7 +897,7 @@ impl S3Filesystem {
                     .await
                 {
                     Ok(etag) => etag,
-                    Err(e) if e.code() == Some("PreconditionFailed") => {
+                    Err(e) if e.is_precondition_failed() => {
                         // Someone else changed the object since we read it: take its current
                         // content type and foreign metadata, apply our change on top, once.
                         let Some(info) = self.store.head(&key).await? else {
@@ -923,7 +923,7 @@ impl S3Filesystem {
                                 current = Some(info);
                                 etag
                             }
-                            Err(e) if e.code() == Some("PreconditionFailed") => {
+                            Err(e) if e.is_precondition_failed() => {
                                 tracing::error!(
                                     key,
                                     "object keeps changing while its attributes are being changed; not overwriting"

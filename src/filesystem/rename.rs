@@ -325,9 +325,10 @@ impl S3Filesystem {
                 continue;
             };
             self.table.update(ino, |n| {
-                let unquoted = |e: &String| e.trim_matches('"').to_string();
-                let same = copy.of.is_some()
-                    && copy.of.as_ref().map(unquoted) == n.state.etag.as_ref().map(unquoted);
+                let same = match (&copy.of, &n.state.etag) {
+                    (Some(of), Some(known)) => crate::store::etags_match(of, known),
+                    _ => false,
+                };
                 match &copy.etag {
                     Some(etag) if same => n.take_copy_etag(Some(etag.clone())),
                     Some(etag) => n.state.etag = Some(etag.clone()),

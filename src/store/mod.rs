@@ -135,6 +135,12 @@ const COPY_PART: u64 = 512 * 1024 * 1024;
 /// Most parts one multipart upload may have.
 pub const MAX_PARTS: u64 = 10_000;
 
+/// Whether two ETags name the same version: equal but for their quotes (some servers list
+/// ETags without them).
+pub fn etags_match(a: &str, b: &str) -> bool {
+    a.trim_matches('"') == b.trim_matches('"')
+}
+
 /// Part size of a multipart copy of `size` bytes for a single-copy limit of `limit`: at most
 /// [`COPY_PART`] and the limit (so a server that refuses large copies gets parts it accepts),
 /// at least S3's 5 MiB minimum, and large enough for the parts to fit S3's 10,000.
@@ -1129,9 +1135,8 @@ impl ObjectStore {
             op: "HeadObject",
             key: src.to_string(),
         })?;
-        let unquoted = |e: &str| e.trim_matches('"').to_string();
         if let Some(want) = if_match {
-            if info.etag.as_deref().map(unquoted) != Some(unquoted(want)) {
+            if !info.etag.as_deref().is_some_and(|have| etags_match(have, want)) {
                 return Err(StoreError::from_status(
                     "UploadPartCopy",
                     src,
