@@ -318,9 +318,15 @@ impl Filesystem for FuseAdapter {
         tracing::trace!(ino = ino.0, ?mode, ?uid, ?gid, ?size, "setattr");
         // With KILLPRIV_V2 the kernel flags a chown of a file (always) and a truncate by a
         // caller without CAP_FSETID for clearing the set-ID bits; fuser does not pass the flag
-        // on, so a truncate is taken to clear them unless root makes it.
-        let kill_setid =
-            self.kills_setid && (uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0));
+        // on, so a truncate is taken to clear them unless root makes it. A request that
+        // changes nothing is a chown(path, -1, -1) (the kernel strips the flags and sends
+        // what is left), which clears them too; the filesystem leaves a directory's alone.
+        let changes_nothing = [mode, uid, gid].iter().all(Option::is_none)
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        let kill_setid = self.kills_setid
+            && (uid.is_some() || gid.is_some() || changes_nothing || (size.is_some() && req.uid() != 0));
         let change = AttrChange {
             mode,
             uid,
@@ -329,6 +335,7 @@ impl Filesystem for FuseAdapter {
             atime: time_of(atime),
             mtime: time_of(mtime),
             kill_setid,
+            setid_cleared_by: (kill_setid && changes_nothing && req.uid() != 0).then_some(req.uid()),
         };
         let attr = |r: ReplyAttr, s: Stat, fs: &S3Filesystem| r.attr(&fs.ttl(), &file_attr(&s));
         let start = Instant::now();

@@ -651,7 +651,8 @@ fn a_write_by_another_user_clears_set_id_bits() {
 }
 
 /// A chown clears the set-user-ID bit of a file, and its set-group-ID bit if the group may
-/// execute, whoever makes it (a directory keeps both); a truncate by someone other than root
+/// execute, whoever makes it and also when it names no new owner, `chown(path, -1, -1)` (a
+/// directory keeps both); a truncate by someone other than root
 /// clears them too, root's keeps them: as the kernel does for FUSE filesystems that leave it
 /// to the kernel (which, unlike ext4, keeps a set-group-ID bit without group execute even for
 /// a caller outside the group). The new modes are stored. (The kernel
@@ -665,6 +666,8 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
     #[derive(Clone, Copy)]
     enum By {
         RootChown,
+        RootChownToNoOne,
+        OwnerChownToNoOne,
         UserChgrp,
         UserTruncate,
         RootTruncate,
@@ -675,6 +678,9 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
         ("chown-sgid-x", 0o2755, By::RootChown, 0o755),
         ("chown-sgid-nox", 0o2745, By::RootChown, 0o2745),
         ("chown-both", 0o6755, By::RootChown, 0o755),
+        ("chown-none-both", 0o6755, By::RootChownToNoOne, 0o755),
+        ("chown-none-nox", 0o6745, By::RootChownToNoOne, 0o2745),
+        ("chown-none-owner", 0o6750, By::OwnerChownToNoOne, 0o750),
         ("chgrp-by-owner", 0o6750, By::UserChgrp, 0o750),
         ("trunc-user", 0o6777, By::UserTruncate, 0o777),
         ("trunc-user-nox", 0o6767, By::UserTruncate, 0o2767),
@@ -684,7 +690,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
     for (name, mode, by, _) in cases {
         let p = m.path().join(name);
         fs::write(&p, b"twelve bytes").unwrap();
-        if matches!(by, By::UserChgrp) {
+        if matches!(by, By::UserChgrp | By::OwnerChownToNoOne) {
             std::os::unix::fs::chown(&p, Some(U2000.uid), Some(U2000.gid)).unwrap();
         }
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
@@ -694,6 +700,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o6775)).unwrap();
     std::os::unix::fs::chown(&dir, Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(&dir, None, None).unwrap();
     assert_eq!(
         mode_of(&dir) & 0o7777,
         0o6775,
@@ -703,6 +710,11 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
         let p = m.path().join(name);
         match by {
             By::RootChown => std::os::unix::fs::chown(&p, Some(1000), Some(1000)).unwrap(),
+            // chown(path, -1, -1): no owner changes, the bits go all the same.
+            By::RootChownToNoOne => std::os::unix::fs::chown(&p, None, None).unwrap(),
+            By::OwnerChownToNoOne => {
+                assert_eq!(run_as(U2000, Op::Chown(&p, u32::MAX, u32::MAX)), 0, "{name}");
+            }
             By::UserChgrp => {
                 assert_eq!(run_as(U2000, Op::Chown(&p, u32::MAX, U2000.gid)), 0, "{name}");
             }

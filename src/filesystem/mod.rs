@@ -145,7 +145,6 @@ pub struct Caller {
     pub pid: u32,
 }
 
-/// Settings of the core taken from the mount options.
 /// What a `setattr` changes (`None`: left as it is).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AttrChange {
@@ -165,12 +164,31 @@ pub struct AttrChange {
     /// (not of a directory), as a local filesystem does on chown and on a truncate without
     /// `CAP_FSETID`: set when the kernel leaves that to rossfs.
     pub kill_setid: bool,
+    /// The caller, other than root, of a request that changes nothing else: a
+    /// `chown(path, -1, -1)`, or the kernel clearing the bits before a write by someone other
+    /// than root. The bits go only if that caller owns the file. (ext4 refuses such a chown by
+    /// anyone else with EPERM; rossfs cannot tell it from a write's clearing, and the write
+    /// that follows clears them itself.)
+    pub setid_cleared_by: Option<u32>,
 }
 
 impl AttrChange {
-    /// Changes attributes other than the size.
+    /// This change as it applies to a file owned by `owner` (see
+    /// [`AttrChange::setid_cleared_by`]).
+    fn for_owner(mut self, owner: u32) -> Self {
+        if self.setid_cleared_by.is_some_and(|caller| caller != owner) {
+            self.kill_setid = false;
+        }
+        self
+    }
+
+    /// Changes attributes other than the size (clearing the set-ID bits is a mode change).
     fn is_metadata(&self) -> bool {
-        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.sets_times()
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.kill_setid
+            || self.sets_times()
     }
 
     /// Sets a time explicitly.
@@ -179,6 +197,7 @@ impl AttrChange {
     }
 }
 
+/// Settings of the core taken from the mount options.
 #[derive(Clone, Debug)]
 pub struct FsConfig {
     /// Refuse every change with EROFS.
@@ -696,6 +715,7 @@ impl S3Filesystem {
         if change.size.is_some() && kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
         }
+        let change = change.for_owner(node.state.attr.uid);
         let before = node.state.attr;
         self.apply_attributes(ino, &change);
         if let Some(new_size) = change.size {
@@ -731,6 +751,7 @@ impl S3Filesystem {
         if node.state.attr.kind == NodeKind::Dir {
             return None;
         }
+        let change = &change.for_owner(node.state.attr.uid);
         if !self.has_writer(ino) {
             return None;
         }
