@@ -283,21 +283,42 @@ pub fn parse_stored(meta: &HashMap<String, String>, key: &str) -> StoredPosix {
     out
 }
 
-/// Whether a write by an unprivileged caller changes permission bits `perm` (see
-/// [`without_setid_on_write`]).
-pub fn write_clears_setid(perm: u32) -> bool {
-    without_setid_on_write(perm) != perm
-}
-
-/// `perm` after a write by a caller without `CAP_FSETID`: no set-user-ID bit, and no
-/// set-group-ID bit if the group may execute (without group execute, set-group-ID means
-/// mandatory locking and stays), as Linux does.
-pub fn without_setid_on_write(perm: u32) -> u32 {
+/// `perm` without the set-ID bits Linux clears when a caller without `CAP_FSETID` writes to,
+/// truncates or chowns a file: the set-user-ID bit always; the set-group-ID bit if the group
+/// may execute, and also without group execute (where it means mandatory locking) if the
+/// caller is not in the file's group. `in_group` says whether it is, and is asked only in that
+/// last case (set-group-ID without group execute).
+pub fn without_setid(perm: u32, in_group: impl FnOnce() -> bool) -> u32 {
     let mut perm = perm & !0o4000;
-    if perm & 0o2010 == 0o2010 {
+    if perm & 0o2000 != 0 && (perm & 0o010 != 0 || !in_group()) {
         perm &= !0o2000;
     }
     perm
+}
+
+/// Whether the thread `pid`, whose filesystem gid is `fsgid`, is in group `gid`: its own gid
+/// or one of the supplementary groups `/proc/<pid>/status` lists. A thread that procfs does
+/// not show (it lives in another pid namespace, which FUSE reports as pid 0) counts by its
+/// gid alone.
+pub fn process_in_group(pid: u32, fsgid: u32, gid: u32) -> bool {
+    if fsgid == gid {
+        return true;
+    }
+    if pid == 0 {
+        return false;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|status| supplementary_groups(&status).contains(&gid))
+        .unwrap_or(false)
+}
+
+/// The `Groups:` line of a `/proc/<pid>/status` text.
+fn supplementary_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|groups| groups.split_whitespace().filter_map(|g| g.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// The s3fs-dialect metadata for `attrs`.
@@ -640,5 +661,34 @@ mod tests {
         let f = foreign_metadata(&m);
         assert_eq!(f.len(), 2);
         assert!(f.contains_key("xattr") && f.contains_key("custom"));
+    }
+
+    #[test]
+    fn set_id_bits_go_as_on_linux() {
+        let never = || -> bool { panic!("group membership asked where it does not matter") };
+        assert_eq!(without_setid(0o4755, never), 0o755);
+        assert_eq!(without_setid(0o6755, never), 0o755);
+        assert_eq!(without_setid(0o2710, never), 0o710);
+        assert_eq!(without_setid(0o644, never), 0o644);
+        // Set-group-ID without group execute: only for a caller outside the group.
+        assert_eq!(without_setid(0o6745, || true), 0o2745);
+        assert_eq!(without_setid(0o6745, || false), 0o745);
+        assert_eq!(without_setid(0o2700, || false), 0o700);
+    }
+
+    #[test]
+    fn supplementary_groups_come_from_proc_status() {
+        let status = "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n\
+                      FDSize:\t256\nGroups:\t4 24 27 1001 \nNStgid:\t7\n";
+        assert_eq!(supplementary_groups(status), vec![4, 24, 27, 1001]);
+        assert!(supplementary_groups("Name:\tx\nGroups:\t\n").is_empty());
+        assert!(supplementary_groups("").is_empty());
+        // This process: its own gid, and nothing it is not in.
+        let me = std::process::id();
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        assert!(process_in_group(me, gid, gid));
+        assert!(!process_in_group(me, gid, 4_000_000_000));
+        assert!(!process_in_group(0, gid, 4_000_000_000));
     }
 }

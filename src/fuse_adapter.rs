@@ -319,8 +319,9 @@ impl Filesystem for FuseAdapter {
         // With KILLPRIV_V2 the kernel flags a chown of a file (always) and a truncate by a
         // caller without CAP_FSETID for clearing the set-ID bits; fuser does not pass the flag
         // on, so a truncate is taken to clear them unless root makes it. A request that
-        // changes nothing is a chown(path, -1, -1) (the kernel strips the flags and sends
-        // what is left), which clears them too; the filesystem leaves a directory's alone.
+        // changes nothing is a chown(path, -1, -1), or the kernel clearing them before a write
+        // (it strips the flags and sends what is left), which clear them too; the filesystem
+        // leaves a directory's alone.
         let changes_nothing = [mode, uid, gid].iter().all(Option::is_none)
             && size.is_none()
             && atime.is_none()
@@ -335,7 +336,8 @@ impl Filesystem for FuseAdapter {
             atime: time_of(atime),
             mtime: time_of(mtime),
             kill_setid,
-            setid_cleared_by: (kill_setid && changes_nothing && req.uid() != 0).then_some(req.uid()),
+            killer: (req.uid() != 0).then(|| caller(req)),
+            kill_only_for_owner: changes_nothing,
         };
         let attr = |r: ReplyAttr, s: Stat, fs: &S3Filesystem| r.attr(&fs.ttl(), &file_attr(&s));
         let start = Instant::now();
@@ -501,12 +503,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         // As a write (the kernel sends no flag with a fallocate; root keeps the bits).
-        let kill_setid = self.kills_setid && req.uid() != 0;
+        let killer = (self.kills_setid && req.uid() != 0).then(|| caller(req));
         self.spawn(
             req,
             "fallocate",
             reply,
-            move |fs| async move { fs.fallocate(fh.0, offset, length, mode, kill_setid).await },
+            move |fs| async move { fs.fallocate(fh.0, offset, length, mode, killer).await },
             |r, (), _| r.ok(),
         );
     }
@@ -578,7 +580,7 @@ impl Filesystem for FuseAdapter {
         // on direct_io writes gets the same for anyone but root.
         let kernel_asks = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         if kernel_asks || (self.direct_io && !self.kills_setid && req.uid() != 0) {
-            let _ = self.fs.clear_setid_for_write(fh.0);
+            let _ = self.fs.clear_setid_for_write(fh.0, &caller(req));
         }
         let now = self.fs.write_now(fh.0, offset, data, pid);
         let Some(reply) = self.answer_now("write", start, now, reply, |r, n, _| r.written(n)) else {

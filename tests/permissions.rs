@@ -590,24 +590,28 @@ fn attribute_changes_that_change_nothing_stored_cost_no_request() {
 }
 
 /// A write by someone other than root clears the set-user-ID bit, and the set-group-ID bit of
-/// a group-executable file, as on ext4: through the page cache (the kernel sends the mode
-/// change) and through `direct_io` (rossfs clears them; the kernel leaves it to the
-/// filesystem there). Root keeps them; set-group-ID without group execute stays. The new
-/// modes are stored.
+/// a group-executable file, as on ext4: through the page cache and through `direct_io`
+/// (rossfs clears them; the kernel leaves it to the filesystem). Root keeps them;
+/// set-group-ID without group execute stays for a writer in the file's group (also as a
+/// supplementary group) and goes for anyone else. The new modes are stored.
 #[test]
 fn a_write_by_another_user_clears_set_id_bits() {
     let bucket = block_on(new_bucket("setid-write"));
     for opts in [&[][..], &["direct_io"][..]] {
         let m = Mount::mount(&bucket, &[&["allow_other"], opts].concat());
+        // name, mode before, mode after, the file's group, the writer
         let cases = [
-            ("suid", 0o4777, 0o777),
-            ("sgid-x", 0o2777, 0o777),
-            ("sgid-nox", 0o2767, 0o2767),
-            ("both", 0o6777, 0o777),
+            ("suid", 0o4777, 0o777, 0, U2000),
+            ("sgid-x", 0o2777, 0o777, 0, U2000),
+            ("sgid-nox", 0o2767, 0o767, 0, U2000),
+            ("sgid-nox-member", 0o2767, 0o2767, 3000, U1000),
+            ("both-member", 0o6767, 0o2767, 3000, U1000),
+            ("both", 0o6777, 0o777, 0, U2000),
         ];
-        for (name, before, _) in cases {
+        for (name, before, _, group, _) in cases {
             let p = m.path().join(name);
             fs::write(&p, b"root's").unwrap();
+            std::os::unix::fs::chown(&p, None, Some(group)).unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(before)).unwrap();
         }
         let by_root = m.path().join("by-root");
@@ -624,25 +628,25 @@ fn a_write_by_another_user_clears_set_id_bits() {
             0o4777,
             "{opts:?}: root's write kept S_ISUID"
         );
-        for (name, before, after) in cases {
+        for (name, before, after, _, by) in cases {
             let p = m.path().join(name);
-            assert_eq!(run_as(U2000, Op::Overwrite(&p)), 0, "{opts:?} {name}");
+            assert_eq!(run_as(by, Op::Overwrite(&p)), 0, "{opts:?} {name}");
             assert_eq!(
                 mode_of(&p) & 0o7777,
                 after,
-                "{opts:?} {name}: {before:o} after a write by uid 2000"
+                "{opts:?} {name}: {before:o} after a write by {by:?}"
             );
         }
         m.unmount();
         let m = Mount::mount(&bucket, &[]);
-        for (name, _, after) in cases {
+        for (name, _, after, _, _) in cases {
             assert_eq!(
                 mode_of(&m.path().join(name)) & 0o7777,
                 after,
                 "{opts:?} {name} stored"
             );
         }
-        for (name, _, _) in cases {
+        for (name, _, _, _, _) in cases {
             fs::remove_file(m.path().join(name)).unwrap();
         }
         fs::remove_file(m.path().join("by-root")).unwrap();
@@ -652,12 +656,10 @@ fn a_write_by_another_user_clears_set_id_bits() {
 
 /// A chown clears the set-user-ID bit of a file, and its set-group-ID bit if the group may
 /// execute, whoever makes it and also when it names no new owner, `chown(path, -1, -1)` (a
-/// directory keeps both); a truncate by someone other than root
-/// clears them too, root's keeps them: as the kernel does for FUSE filesystems that leave it
-/// to the kernel (which, unlike ext4, keeps a set-group-ID bit without group execute even for
-/// a caller outside the group). The new modes are stored. (The kernel
-/// leaves this to rossfs, which spares a GETATTR before every chown and a GETXATTR before
-/// every write.)
+/// directory keeps both); a truncate by someone other than root clears them too, root's
+/// keeps them; a set-group-ID bit without group execute goes only for a caller outside the
+/// file's group: as on ext4. The new modes are stored. (The kernel leaves this to rossfs,
+/// which spares a GETATTR before every chown and a GETXATTR before every write.)
 #[test]
 fn a_chown_or_a_truncate_clears_set_id_bits() {
     let bucket = block_on(new_bucket("setid-chown"));
@@ -670,6 +672,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
         OwnerChownToNoOne,
         UserChgrp,
         UserTruncate,
+        MemberTruncate,
         RootTruncate,
         UserFallocate,
     }
@@ -683,7 +686,9 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
         ("chown-none-owner", 0o6750, By::OwnerChownToNoOne, 0o750),
         ("chgrp-by-owner", 0o6750, By::UserChgrp, 0o750),
         ("trunc-user", 0o6777, By::UserTruncate, 0o777),
-        ("trunc-user-nox", 0o6767, By::UserTruncate, 0o2767),
+        ("trunc-user-nox", 0o6767, By::UserTruncate, 0o767),
+        ("trunc-member-nox", 0o6767, By::MemberTruncate, 0o2767),
+        ("chgrp-by-owner-nox", 0o6740, By::UserChgrp, 0o2740),
         ("trunc-root", 0o6777, By::RootTruncate, 0o6777),
         ("fallocate-user", 0o6777, By::UserFallocate, 0o777),
     ];
@@ -692,6 +697,9 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
         fs::write(&p, b"twelve bytes").unwrap();
         if matches!(by, By::UserChgrp | By::OwnerChownToNoOne) {
             std::os::unix::fs::chown(&p, Some(U2000.uid), Some(U2000.gid)).unwrap();
+        }
+        if matches!(by, By::MemberTruncate) {
+            std::os::unix::fs::chown(&p, None, Some(3000)).unwrap();
         }
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
         assert_eq!(mode_of(&p) & 0o7777, mode, "{name}: set up");
@@ -719,6 +727,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
                 assert_eq!(run_as(U2000, Op::Chown(&p, u32::MAX, U2000.gid)), 0, "{name}");
             }
             By::UserTruncate => assert_eq!(run_as(U2000, Op::Truncate(&p, 3)), 0, "{name}"),
+            By::MemberTruncate => assert_eq!(run_as(U1000, Op::Truncate(&p, 3)), 0, "{name}"),
             By::UserFallocate => assert_eq!(run_as(U2000, Op::Fallocate(&p)), 0, "{name}"),
             By::RootTruncate => fs::File::options()
                 .write(true)
@@ -734,7 +743,7 @@ fn a_chown_or_a_truncate_clears_set_id_bits() {
     for (name, _, by, after) in cases {
         let p = m.path().join(name);
         assert_eq!(mode_of(&p) & 0o7777, after, "{name}: stored");
-        if matches!(by, By::UserTruncate | By::RootTruncate) {
+        if matches!(by, By::UserTruncate | By::MemberTruncate | By::RootTruncate) {
             assert_eq!(fs::read(&p).unwrap(), b"twe", "{name}: truncated");
         }
     }

@@ -688,28 +688,28 @@ impl S3Filesystem {
     }
 
     /// Before a write the kernel asks it for (a caller without `CAP_FSETID`, see the FUSE
-    /// adapter): clears the set-user-ID bit, and the set-group-ID bit of a group-executable
-    /// file, as a local filesystem does. The new mode is stored with the file's upload, and
-    /// the kernel drops the attributes it holds.
-    /// Returns whether there were bits to clear.
-    pub fn clear_setid_for_write(&self, fh: u64) -> bool {
-        let Ok(handle) = self.handle(fh) else {
-            return false;
-        };
+    /// adapter): clears the set-ID bits as Linux does (see [`attr::without_setid`]; `who` is
+    /// the writer). The new mode is stored with the file's upload, and the kernel drops the
+    /// attributes it holds.
+    /// Returns the new permission bits, or `None` if there were none to clear.
+    pub fn clear_setid_for_write(&self, fh: u64, who: &Caller) -> Option<u32> {
+        let handle = self.handle(fh).ok()?;
         // On every such write: a look at the bits, not a copy of the node.
-        let clears = self
+        let (perm, gid) = self
             .table
-            .update(handle.ino, |n| attr::write_clears_setid(n.state.attr.perm));
-        if clears != Some(true) {
-            return false;
+            .update(handle.ino, |n| (n.state.attr.perm, n.state.attr.gid))?;
+        let in_group = perm & 0o2010 == 0o2000 && attr::process_in_group(who.pid, who.gid, gid);
+        let cleared = attr::without_setid(perm, || in_group);
+        if cleared == perm {
+            return None;
         }
         let now = SystemTime::now();
         self.update_attributes(handle.ino, |a| {
-            a.perm = attr::without_setid_on_write(a.perm);
+            a.perm = attr::without_setid(a.perm, || in_group);
             a.ctime = now;
         });
         self.kernel_forget_inode(handle.ino);
-        true
+        Some(cleared)
     }
 
     /// `write`: into the staging area; returns the bytes written.

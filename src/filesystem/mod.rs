@@ -160,26 +160,39 @@ pub struct AttrChange {
     pub atime: Option<SystemTime>,
     /// Modification time.
     pub mtime: Option<SystemTime>,
-    /// Also clear the set-user-ID bit, and the set-group-ID bit of a group-executable file
-    /// (not of a directory), as a local filesystem does on chown and on a truncate without
-    /// `CAP_FSETID`: set when the kernel leaves that to rossfs.
+    /// Also clear the set-ID bits as Linux does (see [`attr::without_setid`]) on a chown and
+    /// on a truncate by a caller without `CAP_FSETID`: set when the kernel leaves that to
+    /// rossfs. A directory keeps its bits.
     pub kill_setid: bool,
-    /// The caller, other than root, of a request that changes nothing else: a
-    /// `chown(path, -1, -1)`, or the kernel clearing the bits before a write by someone other
-    /// than root. The bits go only if that caller owns the file. (ext4 refuses such a chown by
-    /// anyone else with EPERM; rossfs cannot tell it from a write's clearing, and the write
-    /// that follows clears them itself.)
-    pub setid_cleared_by: Option<u32>,
+    /// Who clears them where it matters: `None` for root, or once [`Self::for_file`] found the
+    /// caller in the file's group, keeps a set-group-ID bit without group execute.
+    pub killer: Option<Caller>,
+    /// The request changes nothing else: a `chown(path, -1, -1)`, or the kernel clearing the
+    /// bits before a write by someone other than root. The bits go then only if `killer` owns
+    /// the file (or is root). (ext4 refuses such a chown by anyone else with EPERM; rossfs
+    /// cannot tell it from a write's clearing, and the write that follows clears them itself.)
+    pub kill_only_for_owner: bool,
 }
 
 impl AttrChange {
-    /// This change as it applies to a file owned by `owner` (see
-    /// [`AttrChange::setid_cleared_by`]).
-    fn for_owner(mut self, owner: u32) -> Self {
-        if self.setid_cleared_by.is_some_and(|caller| caller != owner) {
+    /// This change as it applies to the file `a` is about (owner and group as before it):
+    /// see [`AttrChange::kill_only_for_owner`], and whether the killer is in its group
+    /// (asked here, not under the inode table's lock).
+    fn for_file(mut self, a: &attr::Attributes) -> Self {
+        let Some(c) = self.killer.filter(|_| self.kill_setid) else {
+            return self;
+        };
+        if self.kill_only_for_owner && c.uid != a.uid {
             self.kill_setid = false;
+        } else if a.perm & 0o2010 == 0o2000 && attr::process_in_group(c.pid, c.gid, a.gid) {
+            self.killer = None;
         }
         self
+    }
+
+    /// `perm` without the set-ID bits this change clears.
+    fn without_setid(&self, perm: u32) -> u32 {
+        attr::without_setid(perm, || self.killer.is_none())
     }
 
     /// Changes attributes other than the size (clearing the set-ID bits is a mode change).
@@ -715,7 +728,7 @@ impl S3Filesystem {
         if change.size.is_some() && kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
         }
-        let change = change.for_owner(node.state.attr.uid);
+        let change = change.for_file(&node.state.attr);
         let before = node.state.attr;
         self.apply_attributes(ino, &change);
         if let Some(new_size) = change.size {
@@ -751,7 +764,7 @@ impl S3Filesystem {
         if node.state.attr.kind == NodeKind::Dir {
             return None;
         }
-        let change = &change.for_owner(node.state.attr.uid);
+        let change = &change.for_file(&node.state.attr);
         if !self.has_writer(ino) {
             return None;
         }
@@ -790,7 +803,7 @@ impl S3Filesystem {
             let a = &mut n.state.attr;
             let mut perm_set = change.mode.map(|m| m & 0o7777);
             if change.kill_setid && a.kind != NodeKind::Dir {
-                perm_set = Some(attr::without_setid_on_write(perm_set.unwrap_or(before.perm)));
+                perm_set = Some(change.without_setid(perm_set.unwrap_or(before.perm)));
             }
             if perm_set == Some(a.perm) {
                 a.perm = before.perm;
@@ -823,6 +836,9 @@ impl S3Filesystem {
             if let Some(m) = c.mode {
                 a.perm = m & 0o7777;
             }
+            if c.kill_setid && a.kind != NodeKind::Dir {
+                a.perm = c.without_setid(a.perm);
+            }
             if let Some(u) = c.uid {
                 a.uid = u;
             }
@@ -834,9 +850,6 @@ impl S3Filesystem {
             }
             if let Some(t) = c.mtime {
                 a.mtime = t;
-            }
-            if c.kill_setid && a.kind != NodeKind::Dir {
-                a.perm = attr::without_setid_on_write(a.perm);
             }
             if c.is_metadata() || c.size.is_some() {
                 a.ctime = now;

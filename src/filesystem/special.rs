@@ -127,15 +127,15 @@ impl S3Filesystem {
     }
 
     /// `fallocate`: mode 0 makes sure the file is at least `offset + length` long; other modes
-    /// (punching holes, collapsing ranges) have no meaning for objects: EOPNOTSUPP. With
-    /// `kill_setid` (a caller without `CAP_FSETID`), it clears the set-ID bits as a write does.
+    /// (punching holes, collapsing ranges) have no meaning for objects: EOPNOTSUPP. A `killer`
+    /// (a caller without `CAP_FSETID`) clears the set-ID bits as a write does.
     pub async fn fallocate(
         &self,
         fh: u64,
         offset: u64,
         length: u64,
         mode: i32,
-        kill_setid: bool,
+        killer: Option<Caller>,
     ) -> FsResult<()> {
         if mode != 0 {
             return Err(Errno(libc::EOPNOTSUPP));
@@ -143,20 +143,19 @@ impl S3Filesystem {
         let end = offset.checked_add(length).ok_or(Errno(libc::EFBIG))?;
         let ino = self.writable_handle_ino(fh)?;
         let before = self.node(ino)?.state.attr;
-        let cleared = kill_setid && self.clear_setid_for_write(fh);
+        let cleared = killer.and_then(|who| self.clear_setid_for_write(fh, &who));
         let done = if before.size < end {
             // The new mode travels with the content.
             self.truncate(ino, end).await
-        } else if cleared && !self.mark_pending_upload(ino, false).await {
+        } else if cleared.is_some() && !self.mark_pending_upload(ino, false).await {
             self.persist_metadata(ino).await
         } else {
             Ok(())
         };
-        if done.is_err() && cleared {
+        if let (Err(_), Some(cleared)) = (&done, cleared) {
             // A fallocate that failed changes nothing.
-            let unchanged = crate::attr::without_setid_on_write(before.perm);
             self.update_attributes(ino, |a| {
-                if a.perm == unchanged {
+                if a.perm == cleared {
                     a.perm = before.perm;
                 }
             });
