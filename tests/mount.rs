@@ -303,6 +303,34 @@ impl Mode0600 for fs::OpenOptions {
     }
 }
 
+/// A file and a directory of one name whose keys fall on two listing pages (`t/a` on the
+/// first, `t/a/` on the second: the thousand `t/a-...` keys sort between them) show the
+/// directory, once, as they do when one page holds both; an object with content named like
+/// an s3fs marker is a file.
+#[test]
+fn a_directory_twin_on_the_next_listing_page_wins() {
+    let bucket = block_on(new_bucket("twins"));
+    put_many(&bucket, (0..1000).map(|i| format!("t/a-{i:04}")), b"x");
+    put_objects(
+        &bucket,
+        &[
+            ("t/a", b"file"),
+            ("t/a/inside", b"in"),
+            ("t/notes_$folder$", b"not a marker"),
+        ],
+    );
+    let m = Mount::mount(&bucket, &[]);
+    let t = m.path().join("t");
+    let names = names_in(&t);
+    assert_eq!(names.len(), 1002, "a once, the a-... keys, notes_$folder$");
+    assert_eq!(names.iter().filter(|n| *n == "a").count(), 1);
+    assert!(names.contains(&"notes_$folder$".to_string()), "{:?}", &names[..3]);
+    assert!(fs::metadata(t.join("a")).unwrap().is_dir(), "the directory wins");
+    assert_eq!(fs::read(t.join("a/inside")).unwrap(), b"in");
+    assert_eq!(fs::read(t.join("notes_$folder$")).unwrap(), b"not a marker");
+    m.unmount();
+}
+
 #[test]
 fn directory_of_2500_objects_lists_completely_over_three_pages() {
     let bucket = block_on(new_bucket("list"));

@@ -7,14 +7,13 @@
 //! contents are known (created by this mount, or listed completely within the stat TTL) is
 //! answered from memory without a LIST.
 
-use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::sync::Arc;
 
 use super::{lock, Caller, Errno, FsResult, Node, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
 use crate::namespace::complete::ListingTicket;
-use crate::namespace::names::{check_name, entries_from_page};
+use crate::namespace::names::{check_name, ListingWalk};
 use crate::namespace::{child_ino, join, ObjectState};
 use crate::store::{ListPage, PutOptions};
 
@@ -45,7 +44,11 @@ pub struct DirHandle {
     token: Option<String>,
     started: bool,
     done: bool,
-    seen: HashSet<OsString>,
+    /// The pages so far (names given out, files kept back).
+    walk: ListingWalk,
+    /// This mount's files not uploaded yet when the listing started: listed at its end even
+    /// if an upload lands meanwhile, after the page that would have shown it was read.
+    local_at_start: Vec<OsString>,
     /// Taken when the listing started, to trust it as the complete contents at the end.
     ticket: Option<ListingTicket>,
     /// The next page, requested as soon as the previous one arrived (the kernel is usually
@@ -94,7 +97,8 @@ impl S3Filesystem {
             token: None,
             started: false,
             done: false,
-            seen: HashSet::new(),
+            walk: ListingWalk::default(),
+            local_at_start: Vec::new(),
             ticket: None,
             next_page: None,
             version: None,
@@ -115,23 +119,24 @@ impl S3Filesystem {
         }
     }
 
-    /// Turns one listing page of the directory at `dir_path` into entries, noting what the
-    /// page proves exists (clearing negative cache entries, legacy `_$folder$` markers).
+    /// Turns the next listing page of the directory at `dir_path` into entries (see
+    /// [`ListingWalk`]), noting what the page proves exists (clearing negative cache entries,
+    /// legacy `_$folder$` markers).
     pub(super) fn absorb_page(
         &self,
         dir_path: &str,
         prefix: &str,
         page: &ListPage,
-        seen: &mut HashSet<OsString>,
+        walk: &mut ListingWalk,
     ) -> Vec<(OsString, NodeKind)> {
+        let found = walk.next_page(prefix, page);
+        for name in found.legacy_markers.iter().filter_map(|n| n.to_str()) {
+            lock(&self.legacy_dirs).insert(join(dir_path, name));
+        }
         let mut listed = Vec::new();
-        for e in entries_from_page(prefix, page, seen) {
+        for e in found.entries {
             let Some(name) = e.name.to_str() else { continue };
-            let path = join(dir_path, name);
-            self.cache.clear_absent(&path);
-            if e.legacy_marker {
-                lock(&self.legacy_dirs).insert(path);
-            }
+            self.cache.clear_absent(&join(dir_path, name));
             listed.push((e.name, e.kind));
         }
         listed
@@ -180,6 +185,12 @@ impl S3Filesystem {
                 return Ok(());
             }
             h.ticket = Some(self.complete.ticket());
+            h.local_at_start = self
+                .table
+                .local_children(h.ino)
+                .into_iter()
+                .map(|(n, _, _)| n)
+                .collect();
             self.start_subtree_listing(h.ino, &h.path);
         }
         let prefix = self.dir_key(&h.path);
@@ -199,14 +210,25 @@ impl S3Filesystem {
                 store.list(&prefix, true, Some(token), PAGE_KEYS).await
             }));
         }
-        let listed = self.absorb_page(&h.path, &prefix, &page, &mut h.seen);
+        let listed = self.absorb_page(&h.path, &prefix, &page, &mut h.walk);
         self.push_entries(h, &listed);
         self.remember_listing(h.ino, &h.path, first_page, &listed);
         if h.token.is_none() {
             h.done = true;
-            for (name, ino, kind) in self.table.local_children(h.ino) {
-                if h.seen.insert(name.clone()) {
-                    h.entries.push(DirEntry { ino, kind, name });
+            // This mount's files the pages did not show: not uploaded yet, or uploaded after
+            // the page that would have shown them was read (still here, then).
+            let local = self.table.local_children(h.ino).into_iter().map(|(n, _, _)| n);
+            for name in std::mem::take(&mut h.local_at_start).into_iter().chain(local) {
+                let Some(node) = self.table.child(h.ino, &name) else {
+                    continue;
+                };
+                if h.walk.claim(&name) {
+                    let kind = node.state.attr.kind;
+                    h.entries.push(DirEntry {
+                        ino: node.ino,
+                        kind,
+                        name,
+                    });
                 }
             }
             if let Some(ticket) = h.ticket.take() {
@@ -242,7 +264,8 @@ impl S3Filesystem {
             h.token = None;
             h.started = false;
             h.done = false;
-            h.seen.clear();
+            h.walk = ListingWalk::default();
+            h.local_at_start.clear();
             h.ticket = None;
             h.version = None;
             if let Some(p) = h.next_page.take() {

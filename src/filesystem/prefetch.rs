@@ -14,7 +14,7 @@
 //!   (`learn_directory`): small directories become known completely, so later
 //!   misses cost nothing.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -23,6 +23,7 @@ use tokio::sync::OnceCell;
 
 use super::{lock, Errno, S3Filesystem};
 use crate::attr::NodeKind;
+use crate::namespace::names::ListingWalk;
 use crate::namespace::resolve::{implicit_dir_state, resolve_key, state_from_head};
 use crate::namespace::{join, ObjectState};
 
@@ -214,7 +215,7 @@ impl S3Filesystem {
                     .await?;
                 // Not remembered as a listing being walked: one lookup in a directory says
                 // nothing about its neighbours, so it starts no prefetch.
-                let listed = self.absorb_page(path, &prefix, &page, &mut HashSet::new());
+                let listed = self.absorb_page(path, &prefix, &page, &mut ListingWalk::default());
                 if page.next.is_some() {
                     self.complete.note_large(dir);
                 } else {

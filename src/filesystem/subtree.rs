@@ -16,12 +16,13 @@
 //! (any own create, unlink or rename anywhere retires it), and for the stat cache TTL, like a
 //! listing of one directory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::{lock, S3Filesystem};
 use crate::namespace::complete::ListingTicket;
 use crate::namespace::join;
+use crate::namespace::names::ListingWalk;
 use crate::store::{ListPage, ObjectInfo};
 
 /// Pages of a subtree listing (of 1,000 keys each) before it stops.
@@ -283,7 +284,7 @@ impl S3Filesystem {
             return;
         };
         let prefix = self.dir_key(path);
-        let listed = self.absorb_page(path, &prefix, &page, &mut HashSet::new());
+        let listed = self.absorb_page(path, &prefix, &page, &mut ListingWalk::default());
         let local = self.table.local_children(dir).into_iter().map(|(n, _, k)| (n, k));
         self.complete
             .mark_listed(dir, ticket, listed.into_iter().chain(local));

@@ -45,18 +45,6 @@ pub fn is_presentable(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && name.len() <= NAME_MAX && !name.contains('\0')
 }
 
-/// One entry of a directory listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListedEntry {
-    /// Name in the directory.
-    pub name: OsString,
-    /// Kind as far as the listing tells (a file whose metadata says "directory" shows as a file
-    /// here; lookup corrects it).
-    pub kind: NodeKind,
-    /// An s3fs `name_$folder$` marker of this name exists (alone, or beside keys under it).
-    pub legacy_marker: bool,
-}
-
 /// Keys already warned about, so a bad key is reported once per mount.
 static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
@@ -68,82 +56,132 @@ fn warn_once(key: &str, why: &str) {
     }
 }
 
-/// Turns one delimited listing page of `prefix` (ending in `/` or empty) into entries, skipping
-/// the directory's own marker and names POSIX cannot hold. `seen` de-duplicates across pages:
-/// when a file and a directory share a name the directory wins within a page, and the first
-/// one listed wins across pages.
-pub fn entries_from_page(prefix: &str, page: &ListPage, seen: &mut HashSet<OsString>) -> Vec<ListedEntry> {
-    let mut dirs: Vec<(String, bool)> = Vec::new();
-    for p in &page.prefixes {
-        let Some(rest) = p.strip_prefix(prefix) else {
-            continue;
-        };
-        let name = rest.strip_suffix('/').unwrap_or(rest);
-        if is_presentable(name) {
-            dirs.push((name.to_string(), false));
-        } else {
-            warn_once(p, "its name is empty, '.', '..' or longer than 255 bytes");
-        }
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedEntry {
+    /// Name in the directory.
+    pub name: OsString,
+    /// Kind as far as the listing tells (a file whose metadata says "directory" shows as a file
+    /// here; lookup corrects it).
+    pub kind: NodeKind,
+}
+
+/// What one page of a listing adds.
+#[derive(Debug, Default)]
+pub struct PageEntries {
+    /// Entries not given out by an earlier page of the same walk.
+    pub entries: Vec<ListedEntry>,
+    /// Names this page shows an s3fs `name_$folder$` marker for (alone, or beside keys under
+    /// it; also names given out before): the marker rmdir and rename must remove.
+    pub legacy_markers: Vec<OsString>,
+}
+
+/// The pages of one delimited listing of a directory, turned into entries one page at a time,
+/// each name once. When a file and a directory share a name the directory wins, also across
+/// pages: a file whose twin (`name/`, or `name_$folder$`, which sorts after it) would come
+/// after everything its page held is kept back until a later page passes that key.
+#[derive(Debug, Default)]
+pub struct ListingWalk {
+    seen: HashSet<OsString>,
+    /// Files kept back, as names.
+    held: Vec<String>,
+}
+
+impl ListingWalk {
+    /// Marks `name` as given out; false if it was already.
+    pub fn claim(&mut self, name: &OsStr) -> bool {
+        self.seen.insert(name.to_os_string())
     }
-    let mut files: Vec<(String, NodeKind)> = Vec::new();
-    for o in &page.objects {
-        let Some(rest) = o.key.strip_prefix(prefix) else {
-            continue;
-        };
-        if rest.is_empty() {
-            continue; // the directory's own marker
-        }
-        if let Some(dir) = rest.strip_suffix(FOLDER_SUFFIX) {
-            if is_presentable(dir) {
-                dirs.push((dir.to_string(), true));
+
+    /// Files still kept back (the walk stopped before its last page).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Turns the next page of the listing of `prefix` (ending in `/` or empty) into entries,
+    /// skipping the directory's own marker and names POSIX cannot hold.
+    pub fn next_page(&mut self, prefix: &str, page: &ListPage) -> PageEntries {
+        let mut dirs: Vec<(String, bool)> = Vec::new();
+        for p in &page.prefixes {
+            let Some(rest) = p.strip_prefix(prefix) else {
+                continue;
+            };
+            let name = rest.strip_suffix('/').unwrap_or(rest);
+            if is_presentable(name) {
+                dirs.push((name.to_string(), false));
+            } else {
+                warn_once(p, "its name is empty, '.', '..' or longer than 255 bytes");
             }
-            continue;
         }
-        if is_presentable(rest) {
-            files.push((rest.to_string(), NodeKind::File));
-        } else {
-            warn_once(&o.key, "its name is empty, '.', '..' or longer than 255 bytes");
+        let mut files: Vec<String> = std::mem::take(&mut self.held);
+        for o in &page.objects {
+            let Some(rest) = o.key.strip_prefix(prefix) else {
+                continue;
+            };
+            if rest.is_empty() {
+                continue; // the directory's own marker
+            }
+            if let Some(dir) = rest.strip_suffix(FOLDER_SUFFIX).filter(|_| o.size == 0) {
+                if is_presentable(dir) {
+                    dirs.push((dir.to_string(), true));
+                }
+                continue;
+            }
+            if is_presentable(rest) {
+                files.push(rest.to_string());
+            } else {
+                warn_once(&o.key, "its name is empty, '.', '..' or longer than 255 bytes");
+            }
         }
+        dirs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        dirs.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                kept.1 |= later.1;
+                true
+            } else {
+                false
+            }
+        });
+        // The last key this page covers: a twin sorting after it may be on a later page.
+        let last_key = match (page.objects.last(), page.prefixes.last()) {
+            (Some(o), Some(p)) => Some(o.key.as_str().max(p.as_str())),
+            (Some(o), None) => Some(o.key.as_str()),
+            (None, p) => p.map(String::as_str),
+        };
+        let twin_may_follow = |name: &str| {
+            page.next.is_some()
+                && last_key.is_none_or(|last| format!("{prefix}{name}{FOLDER_SUFFIX}").as_str() > last)
+        };
+        let dir_set: HashSet<&str> = dirs.iter().map(|d| d.0.as_str()).collect();
+        let mut out = PageEntries::default();
+        for name in files {
+            if dir_set.contains(name.as_str()) {
+                warn_once(
+                    &format!("{prefix}{name}"),
+                    "a directory of the same name exists; showing the directory",
+                );
+            } else if twin_may_follow(&name) {
+                self.held.push(name);
+            } else if self.seen.insert(OsString::from(&name)) {
+                out.entries.push(ListedEntry {
+                    name: name.into(),
+                    kind: NodeKind::File,
+                });
+            }
+        }
+        for (name, legacy_marker) in dirs {
+            if legacy_marker {
+                out.legacy_markers.push(OsString::from(&name));
+            }
+            if self.seen.insert(OsString::from(&name)) {
+                out.entries.push(ListedEntry {
+                    name: name.into(),
+                    kind: NodeKind::Dir,
+                });
+            }
+        }
+        out
     }
-    // One entry per name, flagged if a legacy marker of that name exists (beside a prefix, it
-    // is the marker rmdir and rename must remove).
-    dirs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    dirs.dedup_by(|later, kept| {
-        if later.0 == kept.0 {
-            kept.1 |= later.1;
-            true
-        } else {
-            false
-        }
-    });
-    let dir_set: HashSet<&str> = dirs.iter().map(|d| d.0.as_str()).collect();
-    let mut out = Vec::with_capacity(dirs.len() + files.len());
-    for (name, kind) in files {
-        if dir_set.contains(name.as_str()) {
-            warn_once(
-                &format!("{prefix}{name}"),
-                "a directory of the same name exists; showing the directory",
-            );
-            continue;
-        }
-        if seen.insert(OsString::from(&name)) {
-            out.push(ListedEntry {
-                name: name.into(),
-                kind,
-                legacy_marker: false,
-            });
-        }
-    }
-    for (name, legacy_marker) in dirs {
-        if seen.insert(OsString::from(&name)) {
-            out.push(ListedEntry {
-                name: name.into(),
-                kind: NodeKind::Dir,
-                legacy_marker,
-            });
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -197,10 +235,10 @@ mod tests {
             ],
             &["d/sub/", "d/clash/", "d//", "d/../"],
         );
-        let mut seen = HashSet::new();
-        let e = entries_from_page("d/", &p, &mut seen);
+        let mut walk = ListingWalk::default();
+        let e = walk.next_page("d/", &p);
         assert_eq!(
-            names(&e),
+            names(&e.entries),
             vec![
                 ("a.txt".into(), NodeKind::File),
                 ("clash".into(), NodeKind::Dir),
@@ -208,28 +246,76 @@ mod tests {
                 ("sub".into(), NodeKind::Dir),
             ]
         );
-        let legacy: Vec<_> = e
-            .iter()
-            .filter(|x| x.legacy_marker)
-            .map(|x| x.name.clone())
-            .collect();
         assert_eq!(
-            legacy,
+            e.legacy_markers,
             ["legacy", "sub"],
             "a legacy marker beside a prefix is kept in mind"
         );
         // A second page repeating a name does not list it twice.
-        let e2 = entries_from_page("d/", &page(&["d/a.txt"], &[]), &mut seen);
-        assert!(e2.is_empty());
+        let e2 = walk.next_page("d/", &page(&["d/a.txt"], &[]));
+        assert!(e2.entries.is_empty());
     }
 
     #[test]
     fn root_listing_has_no_prefix() {
-        let mut seen = HashSet::new();
-        let e = entries_from_page("", &page(&["top"], &["dir/"]), &mut seen);
+        let e = ListingWalk::default().next_page("", &page(&["top"], &["dir/"]));
         assert_eq!(
-            names(&e),
+            names(&e.entries),
             vec![("dir".into(), NodeKind::Dir), ("top".into(), NodeKind::File)]
         );
+    }
+
+    /// A file and a directory of one name on different pages: the directory, once, as within
+    /// a page; a legacy marker on a later page is still noted.
+    #[test]
+    fn a_directory_twin_on_a_later_page_wins() {
+        let mut first = page(&["d/a", "d/a-1", "d/b"], &[]);
+        first.next = Some("t1".into());
+        let mut walk = ListingWalk::default();
+        let e = walk.next_page("d/", &first);
+        // The twins of "a" and "a-1" sort before "d/b", so this page would hold them; those
+        // of "b" ("d/b/", "d/b_$folder$") after it.
+        assert_eq!(
+            names(&e.entries),
+            vec![("a".into(), NodeKind::File), ("a-1".into(), NodeKind::File)]
+        );
+        assert_eq!(walk.held(), 1);
+        let mut second = page(&["d/c"], &["d/b/"]);
+        second.next = Some("t2".into());
+        let e = walk.next_page("d/", &second);
+        assert_eq!(
+            names(&e.entries),
+            vec![("b".into(), NodeKind::Dir)],
+            "'b' is a directory"
+        );
+        assert_eq!(walk.held(), 1, "'c' waits");
+        let e = walk.next_page("d/", &page(&["d/c_$folder$", "d/x"], &["d/c/"]));
+        assert_eq!(
+            names(&e.entries),
+            vec![("c".into(), NodeKind::Dir), ("x".into(), NodeKind::File)]
+        );
+        assert_eq!(e.legacy_markers, ["c"]);
+        assert_eq!(walk.held(), 0);
+        // A marker of a name given out on an earlier page.
+        let mut w = ListingWalk::default();
+        let mut p1 = page(&[], &["d/e/"]);
+        p1.next = Some("t".into());
+        assert_eq!(
+            names(&w.next_page("d/", &p1).entries),
+            vec![("e".into(), NodeKind::Dir)]
+        );
+        let e = w.next_page("d/", &page(&["d/e_$folder$"], &[]));
+        assert!(e.entries.is_empty());
+        assert_eq!(e.legacy_markers, ["e"]);
+    }
+
+    /// Only an empty `name_$folder$` object is a marker; one with content is a file.
+    #[test]
+    fn a_file_named_like_a_legacy_marker_is_a_file() {
+        let mut p = page(&["d/notes_$folder$"], &[]);
+        p.objects[0].size = 12;
+        let e = ListingWalk::default().next_page("d/", &p);
+        assert_eq!(names(&e.entries), vec![("notes_$folder$".into(), NodeKind::File)]);
+        assert!(e.legacy_markers.is_empty());
     }
 }
