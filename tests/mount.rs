@@ -1112,7 +1112,10 @@ fn times_this_mount_moved_forward_survive_the_attribute_cache() {
 fn a_file_replaced_by_another_client_while_open_is_never_read_as_a_mix() {
     let bucket = block_on(new_bucket("replaced"));
     const SIZE: usize = 64 << 20;
-    put_objects(&bucket, &[("big", &vec![b'A'; SIZE])]);
+    put_objects(
+        &bucket,
+        &[("big", &vec![b'A'; SIZE]), ("gone", &vec![b'G'; 1 << 20])],
+    );
     let m = Mount::mount(&bucket, &[]);
     let p = m.path().join("big");
     let mut f = fs::File::open(&p).unwrap();
@@ -1151,6 +1154,33 @@ fn a_file_replaced_by_another_client_while_open_is_never_read_as_a_mix() {
         Some(LONGER as i64),
         "the other client's version stays"
     );
+
+    // Deleted by another client while open here: a read or a write of the descriptor fails
+    // with EIO (ENOENT means nothing to read(2) or write(2)).
+    let g = m.path().join("gone");
+    let mut r = fs::File::open(&g).unwrap();
+    let mut w = fs::OpenOptions::new().write(true).open(&g).unwrap();
+    block_on(async {
+        let c = s3_client().await;
+        c.delete_object()
+            .bucket(&bucket)
+            .key("gone")
+            .send()
+            .await
+            .unwrap();
+    });
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(
+        r.read(&mut buf).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "a read of a deleted object"
+    );
+    assert_eq!(
+        w.write_all(b"x").map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "a write to a deleted object"
+    );
+    drop((r, w));
 
     // Open here, replaced there: removing the name still works (the descriptor cannot keep a
     // version the bucket no longer holds).

@@ -589,6 +589,54 @@ fn attribute_changes_that_change_nothing_stored_cost_no_request() {
     m.unmount();
 }
 
+/// A truncate to the length a file has moves its mtime and ctime, as on ext4, and costs one
+/// metadata copy: not a download and an upload of the content.
+#[test]
+fn a_truncate_to_the_same_length_moves_the_times_without_a_download() {
+    let bucket = block_on(new_bucket("same-len"));
+    let body = vec![7u8; 3 << 20];
+    block_on(async { put_object(&s3_client().await, &bucket, "big", body.clone()).await });
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    let p = m.path().join("big");
+    let before = fs::metadata(&p).unwrap();
+    assert_eq!(before.len(), body.len() as u64);
+    let (gets, puts, copies) = (
+        s3_requests(port, "GetObject"),
+        s3_requests(port, "PutObject"),
+        s3_requests(port, "CopyObject"),
+    );
+    let c = CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: truncate(2) on a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::truncate(c.as_ptr(), body.len() as i64) }, 0);
+    let after = fs::metadata(&p).unwrap();
+    assert_eq!(after.len(), body.len() as u64);
+    assert!(
+        (after.mtime(), after.mtime_nsec()) > (before.mtime(), before.mtime_nsec()),
+        "mtime moves"
+    );
+    assert_eq!(s3_requests(port, "GetObject"), gets, "the content was downloaded");
+    assert_eq!(
+        s3_requests(port, "PutObject"),
+        puts,
+        "the content was uploaded again"
+    );
+    assert_eq!(s3_requests(port, "CopyObject"), copies + 1.0);
+    assert_eq!(
+        block_on(async { get_object(&s3_client().await, &bucket, "big").await }),
+        body
+    );
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let stored = fs::metadata(m.path().join("big")).unwrap();
+    assert_eq!(
+        (stored.mtime(), stored.len()),
+        (after.mtime(), body.len() as u64),
+        "the new mtime is stored"
+    );
+    m.unmount();
+}
+
 /// A write by someone other than root clears the set-user-ID bit, and the set-group-ID bit of
 /// a group-executable file, as on ext4: through the page cache and through `direct_io`
 /// (rossfs clears them; the kernel leaves it to the filesystem). Root keeps them;

@@ -96,10 +96,14 @@ async fn abort(store: &ObjectStore, key: &str, upload_id: &str) {
 
 /// A multipart upload fed while the file is still being written sequentially: each part is
 /// sent as soon as the writer has filled it, a bounded number at a time, so closing a large
-/// file only waits for the last parts. Dropping it without [`StreamingUpload::finish`] leaves
-/// the upload to be aborted by [`StreamingUpload::abort`].
+/// file only waits for the last parts. One dropped without [`StreamingUpload::finish`] or
+/// [`StreamingUpload::abort`] cancels its parts in flight and queues the abort of the upload
+/// (see [`ObjectStore::queue_abort`]).
 #[derive(Debug)]
 pub struct StreamingUpload {
+    store: std::sync::Arc<ObjectStore>,
+    /// Finished or aborted: nothing left to clean up.
+    settled: bool,
     key: String,
     upload_id: String,
     part_size: u64,
@@ -118,7 +122,7 @@ pub struct StreamingUpload {
 impl StreamingUpload {
     /// Starts a multipart upload of `key`.
     pub async fn start(
-        store: &ObjectStore,
+        store: &std::sync::Arc<ObjectStore>,
         key: &str,
         put: PutOptions,
         part_size: u64,
@@ -126,6 +130,8 @@ impl StreamingUpload {
     ) -> Result<Self, StoreError> {
         let upload_id = store.create_multipart(key, &put).await?;
         Ok(Self {
+            store: store.clone(),
+            settled: false,
             key: key.to_string(),
             upload_id,
             part_size,
@@ -246,17 +252,35 @@ impl StreamingUpload {
         }
         .await;
         if result.is_err() {
+            // Parts still running would race the abort (and could outlive it, unseen).
+            self.cancel_parts();
             abort(store, &self.key, &self.upload_id).await;
         }
+        self.settled = true;
         result
     }
 
     /// Abandons the upload: cancels parts in flight and aborts it so no parts stay behind.
     pub async fn abort(mut self, store: &ObjectStore) {
+        self.cancel_parts();
+        abort(store, &self.key, &self.upload_id).await;
+        self.settled = true;
+    }
+
+    fn cancel_parts(&mut self) {
         for task in self.inflight.drain(..) {
             task.abort();
         }
-        abort(store, &self.key, &self.upload_id).await;
+    }
+}
+
+impl Drop for StreamingUpload {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.cancel_parts();
+            tracing::warn!("the upload of {} was dropped unfinished; aborting it", self.key);
+            self.store.queue_abort(&self.key, &self.upload_id);
+        }
     }
 }
 

@@ -325,6 +325,14 @@ impl S3Filesystem {
         }
     }
 
+    /// Whether the content of `ino` is staged here (written, or loaded for writing).
+    pub(super) async fn is_staged(&self, ino: u64) -> bool {
+        match self.files_entry(ino) {
+            Some(d) => d.lock().await.staging.is_some(),
+            None => false,
+        }
+    }
+
     /// Loads the object's current content into staging, if not staged yet. Content larger than
     /// the memory limit goes straight to the spill file in ranged GETs of [`STAGE_CHUNK`], a few
     /// at a time, so staging a large object never holds it in RAM.
@@ -604,6 +612,12 @@ impl S3Filesystem {
 
     /// `read`: from the staged content if the file is being written, else from the bucket.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        self.read_open_file(fh, offset, size)
+            .await
+            .map_err(|e| on_descriptor(e, "read"))
+    }
+
+    async fn read_open_file(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handle(fh)?;
         let ino = handle.ino;
         if let Some(data) = self.files_entry(ino) {
@@ -724,7 +738,9 @@ impl S3Filesystem {
         let ino = handle.ino;
         let data = self.files_entry(ino).ok_or(Errno::EBADF)?;
         let mut d = data.lock().await;
-        self.ensure_staged(ino, &mut d).await?;
+        self.ensure_staged(ino, &mut d)
+            .await
+            .map_err(|e| on_descriptor(e, "written"))?;
         let appending = d.staging.as_ref().is_some_and(|s| s.len() == offset);
         if !appending {
             // A write before the end: parts already sent may be stale, so the file will be
@@ -1257,6 +1273,17 @@ fn upload_errno(errno: i32) -> Errno {
     match errno {
         libc::EACCES | libc::ETIMEDOUT | libc::EFBIG | libc::ENOSPC => Errno(errno),
         _ => Errno::EIO,
+    }
+}
+
+/// The errno of a read or write through a descriptor whose object is gone from the bucket
+/// (another client deleted it): EIO, as ENOENT means nothing to read(2) or write(2).
+fn on_descriptor(e: Errno, doing: &str) -> Errno {
+    if e == Errno::ENOENT {
+        tracing::warn!("an open file could not be {doing}: another client deleted its object");
+        Errno::EIO
+    } else {
+        e
     }
 }
 

@@ -728,8 +728,14 @@ impl S3Filesystem {
         if change.size.is_some() && kind == NodeKind::Dir {
             return Err(Errno::EISDIR);
         }
-        let change = change.for_file(&node.state.attr);
+        let mut change = change.for_file(&node.state.attr);
         let before = node.state.attr;
+        if change.size.is_some_and(|size| size > 0 && size == before.size) && !self.is_staged(ino).await {
+            // The same length and nothing staged: only the times move, as on ext4, stored with
+            // a metadata copy rather than a download and upload of the content.
+            change.size = None;
+            change.mtime.get_or_insert_with(SystemTime::now);
+        }
         self.apply_attributes(ino, &change);
         if let Some(new_size) = change.size {
             if let Err(e) = self.truncate(ino, new_size).await {

@@ -1289,11 +1289,16 @@ impl ObjectStore {
                 return; // gone already
             }
             tracing::warn!("could not abort the multipart upload of {key} ({e}); will retry");
-            self.pending_aborts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((key.to_string(), upload_id.to_string()));
+            self.queue_abort(key, upload_id);
         }
+    }
+
+    /// Queues the abort of an upload for [`Self::retry_aborts`] (where it cannot be awaited).
+    pub fn queue_abort(&self, key: &str, upload_id: &str) {
+        self.pending_aborts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key.to_string(), upload_id.to_string()));
     }
 
     /// Retries queued aborts; returns how many are still pending.
