@@ -10,6 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -621,6 +622,63 @@ fn ls_l_gets_attributes_with_the_listing_and_ls_does_not_stat() {
     let named = scrape(port);
     let heads = requests(&named, "HeadObject") - requests(&after, "HeadObject");
     assert_eq!(heads, 0.0, "HEAD requests for a listing by name");
+    m.unmount();
+}
+
+/// A sequential reader slower than the network (here: one that waits for the mount to go
+/// quiet after each read) holds a bounded read-ahead out of the shared `max_memory=` budget,
+/// `parallel_count=` chunks ahead of it (and the one it reads, and what it keeps just behind),
+/// not the whole budget, which other readers need too. The metrics show what is held.
+#[test]
+fn a_slow_sequential_reader_holds_a_bounded_share_of_the_read_ahead_budget() {
+    const MIB: usize = 1 << 20;
+    let bucket = block_on(new_bucket("slow-reader"));
+    put_objects(&bucket, &[("big", &vec![b'r'; 128 * MIB])]);
+    let port = free_port();
+    let m = Mount::mount(
+        &bucket,
+        &[
+            &format!("metrics_addr=127.0.0.1:{port}"),
+            "max_memory=96",
+            "parallel_count=2",
+        ],
+    );
+    let held = || metric(&scrape(port), "rossfs_read_ahead_bytes") as usize;
+    let mut f = fs::File::open(m.path().join("big")).unwrap();
+    let mut buf = vec![0u8; MIB];
+    let mut most = 0;
+    for _ in 0..48 {
+        std::io::Read::read_exact(&mut f, &mut buf).unwrap();
+        // Until what is held stops changing: the fetches this read started have landed.
+        let start = Instant::now();
+        let mut last = held();
+        loop {
+            thread::sleep(Duration::from_millis(20));
+            let now = held();
+            if now == last || start.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            last = now;
+        }
+        most = most.max(last);
+    }
+    assert!(buf.iter().all(|&b| b == b'r'));
+    // Two chunks of 8 MiB ahead, the one being read, up to 4 MiB kept behind; and some slack.
+    assert!(
+        most <= 36 * MIB,
+        "a slow reader held {} MiB of read-ahead",
+        most / MIB
+    );
+    assert!(most >= 8 * MIB, "no read-ahead at all ({most} bytes)");
+    drop(f);
+    let start = Instant::now();
+    while held() != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "read-ahead held after close"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     m.unmount();
 }
 

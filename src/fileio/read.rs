@@ -50,18 +50,29 @@ struct Chunk {
 
 /// Memory for read-ahead shared by every open file (counted in KiB).
 #[derive(Debug, Clone)]
-pub struct ReadBudget(Arc<tokio::sync::Semaphore>);
+pub struct ReadBudget {
+    kib: Arc<tokio::sync::Semaphore>,
+    total_kib: usize,
+}
 
 impl ReadBudget {
     /// A budget of `bytes`.
     pub fn new(bytes: u64) -> Self {
-        let kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
-        Self(Arc::new(tokio::sync::Semaphore::new(kib)))
+        let total_kib = (bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
+        Self {
+            kib: Arc::new(tokio::sync::Semaphore::new(total_kib)),
+            total_kib,
+        }
     }
 
     fn try_take(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let kib = bytes.div_ceil(1024).min(u32::MAX as u64) as u32;
-        self.0.clone().try_acquire_many_owned(kib).ok()
+        self.kib.clone().try_acquire_many_owned(kib).ok()
+    }
+
+    /// Bytes held by read-ahead (chunks fetched or in flight) right now.
+    pub fn held(&self) -> u64 {
+        (self.total_kib.saturating_sub(self.kib.available_permits()) as u64) * 1024
     }
 }
 
@@ -147,6 +158,10 @@ impl ObjectReader {
         self.chunk_size = FIRST_CHUNK;
     }
 
+    /// Chunks not handed to a read yet, fetched or still in flight (a chunk is awaited, and
+    /// counted as read, only when a read reaches it): at most `max_inflight`, so a reader slower
+    /// than the network (a pager, a consumer working between reads) holds that many chunks of
+    /// the shared budget ahead of it, not all of it.
     fn pending(&self) -> usize {
         self.chunks
             .iter()

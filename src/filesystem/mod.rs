@@ -1107,6 +1107,11 @@ impl S3Filesystem {
                 "Open file handles",
                 lock(&self.file_handles).len() as f64,
             ),
+            (
+                "rossfs_read_ahead_bytes",
+                "Bytes of read-ahead held (fetched or in flight), out of max_memory",
+                self.read_budget.held() as f64,
+            ),
         ]
     }
 
