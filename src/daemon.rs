@@ -139,6 +139,11 @@ pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<PathBuf, String> 
     let canonical =
         std::fs::canonicalize(path).map_err(|e| format!("mountpoint {shown} cannot be resolved: {e}"))?;
     if let Some((fstype, source)) = mounted_at(&canonical) {
+        if fstype == "autofs" {
+            // An automount point (systemd's `x-systemd.automount`, autofs): its mount goes on
+            // top of it, which is what it waits for. Listing it would wait for this very mount.
+            return Ok(canonical);
+        }
         if fstype.starts_with("fuse") && !answers(&canonical) {
             return Err(format!(
                 "mountpoint {} is a {fstype} mount whose daemon is gone (transport endpoint is not \
@@ -370,25 +375,31 @@ fn stop_daemon(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// Kernel mount flags for the options (`nosuid,nodev` by default, as fusermount does).
+/// Kernel mount flags for the options (`nosuid,nodev` by default, as fusermount does). Of two
+/// that contradict each other (`suid` and `nosuid`, `atime` and `noatime` ...) the later wins.
 fn mount_flags(opts: &MountOptions) -> libc::c_ulong {
     let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
     if opts.read_only {
         flags |= libc::MS_RDONLY;
     }
     for f in &opts.kernel_flags {
-        match f.as_str() {
-            "suid" => flags &= !libc::MS_NOSUID,
-            "dev" => flags &= !libc::MS_NODEV,
-            "noexec" => flags |= libc::MS_NOEXEC,
-            "exec" => flags &= !libc::MS_NOEXEC,
-            "noatime" => flags |= libc::MS_NOATIME,
-            "nodiratime" => flags |= libc::MS_NODIRATIME,
-            "relatime" => flags |= libc::MS_RELATIME,
-            "sync" => flags |= libc::MS_SYNCHRONOUS,
-            "dirsync" => flags |= libc::MS_DIRSYNC,
-            _ => {}
-        }
+        let (set, clear) = match f.as_str() {
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "noatime" => (libc::MS_NOATIME, libc::MS_RELATIME),
+            "relatime" => (libc::MS_RELATIME, libc::MS_NOATIME),
+            "atime" => (0, libc::MS_NOATIME | libc::MS_RELATIME),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "dirsync" => (libc::MS_DIRSYNC, 0),
+            _ => (0, 0),
+        };
+        flags = (flags & !clear) | set;
     }
     flags
 }
@@ -717,7 +728,9 @@ pub fn run(mut req: MountRequest) -> i32 {
         SessionACL::Owner
     };
     config.n_threads = Some(req.options.fuse_threads);
-    config.clone_fd = true;
+    // Each FUSE thread gets its own descriptor (opened from /dev/fuse); a handed-over one is
+    // shared instead: whoever hands it over may run rossfs where /dev/fuse cannot be opened.
+    config.clone_fd = handed_fd.is_none();
     let opened = match handed_fd {
         // SAFETY: the caller handed this descriptor to us (checked to be open in handed_over_fd).
         Some(fd) => Session::from_fd(
@@ -895,6 +908,24 @@ mod tests {
             let opts = MountOptions::parse(&[needs_root]).unwrap();
             assert!(fusermount_flags(&opts).unwrap_err().contains("needs root"));
         }
+    }
+
+    #[test]
+    fn kernel_flags_for_root_take_the_later_of_a_pair() {
+        let flags = |o: &str| mount_flags(&MountOptions::parse(&[o]).unwrap());
+        let base = libc::MS_NOSUID | libc::MS_NODEV;
+        assert_eq!(flags("exec"), base);
+        assert_eq!(flags("suid,nosuid"), base);
+        assert_eq!(flags("nosuid,suid"), libc::MS_NODEV);
+        assert_eq!(flags("dev,nodev"), base);
+        assert_eq!(flags("noatime,atime"), base);
+        assert_eq!(flags("atime,noatime"), base | libc::MS_NOATIME);
+        assert_eq!(flags("noatime,relatime"), base | libc::MS_RELATIME);
+        assert_eq!(flags("sync,async"), base);
+        assert_eq!(
+            flags("async,sync,noexec,ro"),
+            base | libc::MS_SYNCHRONOUS | libc::MS_NOEXEC | libc::MS_RDONLY
+        );
     }
 
     #[test]

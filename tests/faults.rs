@@ -1752,6 +1752,21 @@ fn a_bucket_in_another_region_is_refused_naming_its_region() {
     assert_eq!(proxy.injected(), 1, "a redirect is not retried");
 }
 
+/// A server that does not know ListObjectsV2 (older S3-compatible stores): with
+/// `listobjectsv1` the mount makes every listing, the start-up check included, with version 1.
+#[test]
+fn listobjectsv1_mounts_a_server_without_listobjectsv2() {
+    let bucket = block_on(new_bucket("v1only"));
+    put_objects(&bucket, &[("d/a", b"a"), ("top", b"t")]);
+    let proxy = FaultProxy::start(&server().endpoint);
+    proxy.set(Fault::status(400, "InvalidArgument").on(Match::list_objects()));
+    let m = mount_via(&proxy, &bucket, &["listobjectsv1"]);
+    assert_eq!(names_in(m.path()), ["d", "top"]);
+    assert_eq!(names_in(&m.path().join("d")), ["a"]);
+    assert_eq!(proxy.injected(), 0, "a ListObjectsV2 request was made");
+    m.unmount();
+}
+
 /// A server that takes the request and never answers in time: the mount command gives up
 /// after `mount_timeout=`, stops its daemon and fails, instead of waiting as long as the
 /// daemon's own attempts take (or forever, on a source that never times out).

@@ -1,7 +1,8 @@
 //! `rossfs BUCKET /dev/fd/N`: serving a FUSE connection that a privileged parent opened and
 //! mounted (what a CSI node plugin does). The test plays the parent: it opens `/dev/fuse`,
-//! mounts it with `mount(2)`, starts `rossfs -f` with the descriptor inherited as N, uses the
-//! mount, unmounts it with `umount2(2)` and expects rossfs to exit on its own.
+//! mounts it with `mount(2)`, starts `rossfs -f` with the descriptor inherited as N (where
+//! rossfs cannot open `/dev/fuse` itself), uses the mount, unmounts it with `umount2(2)` and
+//! expects rossfs to exit on its own.
 
 mod common;
 
@@ -124,11 +125,36 @@ impl Handover {
         ] {
             cmd.env_remove(var);
         }
-        // SAFETY: fcntl is async-signal-safe; it runs in the forked child before exec.
+        // rossfs runs where /dev/fuse cannot be opened, as in a container that only gets the
+        // descriptor: a mount namespace of its own with /dev/null over /dev/fuse, and without
+        // its copy of the FUSE mount (which would outlive the parent's unmount).
+        let (root, dev_null, dev_fuse) = (cstring("/"), cstring("/dev/null"), cstring("/dev/fuse"));
+        let own_copy = target.clone();
+        // SAFETY: fcntl, unshare and mount are async-signal-safe system calls; they run in the
+        // forked child before exec, on strings allocated before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::unshare(libc::CLONE_NEWNS) != 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        root.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) != 0
+                    || libc::mount(
+                        dev_null.as_ptr(),
+                        dev_fuse.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    || libc::umount2(own_copy.as_ptr(), libc::MNT_DETACH) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

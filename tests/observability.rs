@@ -709,6 +709,8 @@ fn creating_files_in_a_new_directory_costs_one_put_each() {
     m.unmount();
 }
 
+/// New keys in `~/.aws/credentials` are used without a remount; while the file is being
+/// rewritten (or holds a typo) the keys held go on working.
 #[test]
 fn rotated_shared_credentials_file_is_used_without_a_remount() {
     if !server().is_local_garage() {
@@ -742,13 +744,17 @@ fn rotated_shared_credentials_file_is_used_without_a_remount() {
         "the profile keys were not used",
     );
     fs::write(mnt.path().join("one"), b"old key").unwrap();
+    // Rewritten in place, and caught half-way: the keys held go on working.
+    fs::write(&creds, "[default]\naws_access_key_id = \n").unwrap();
+    fs::write(mnt.path().join("between"), b"old key still")
+        .expect("a write while the credentials file is broken");
     let (new_id, new_secret) = new_key("awsfile-new", &bucket);
     write(&new_id, &new_secret);
     garage(&["key", "delete", "--yes", &old_id]);
     fs::write(mnt.path().join("two"), b"new key").unwrap();
     stop(child);
     let keys = block_on(async { list_keys(&s3_client().await, &bucket, "").await });
-    assert_eq!(keys, vec!["one", "two"]);
+    assert_eq!(keys, vec!["between", "one", "two"]);
 }
 
 /// `socat` terminating TLS on a free loopback port with a certificate for `localhost` from a

@@ -286,7 +286,14 @@ impl Staging {
                 v[offset..end].copy_from_slice(data);
             }
             Staging::Disk { file, len } => {
-                file.write_all_at(data, offset)?;
+                if let Err(e) = file.write_all_at(data, offset) {
+                    if end > *len {
+                        // Bytes written past the end before the failure (a full disk) would
+                        // show up later inside a hole or an extension: cut them off.
+                        let _ = file.set_len(*len);
+                    }
+                    return Err(e);
+                }
                 *len = (*len).max(end);
             }
         }

@@ -296,6 +296,9 @@ struct ChainState {
     /// A refresh failed while the cached credentials were still valid: they are used without
     /// asking again until then.
     retry_after: Option<std::time::SystemTime>,
+    /// The files changed since the cached credentials were provided: the new chain is asked at
+    /// once, and the cached ones stay in use while it gives none (a file half written, a typo).
+    stale: bool,
 }
 
 /// Credentials are refreshed this long before they expire.
@@ -364,11 +367,17 @@ impl ReloadingChain {
             }
             state.chain = Some(builder.build().await);
             state.stamps = stamps;
-            state.cached = None;
+            state.stale = state.cached.is_some();
+            state.retry_after = None;
         }
         let now = std::time::SystemTime::now();
         if let Some(c) = &state.cached {
-            if !needs_refresh(c.expiry(), now, state.retry_after) {
+            let current = if state.stale {
+                state.retry_after.is_some_and(|t| now < t)
+            } else {
+                !needs_refresh(c.expiry(), now, state.retry_after)
+            };
+            if current {
                 return Ok(c.clone());
             }
         }
@@ -380,7 +389,24 @@ impl ReloadingChain {
             Ok(creds) => {
                 state.cached = Some(creds.clone());
                 state.retry_after = None;
+                state.stale = false;
                 Ok(creds)
+            }
+            // The files changed into something that gives no credentials: the keys held work
+            // until the files are fixed (a change is picked up at the next request).
+            Err(e)
+                if state.stale
+                    && state
+                        .cached
+                        .as_ref()
+                        .is_some_and(|c| c.expiry().is_none_or(|exp| exp > now)) =>
+            {
+                tracing::warn!(
+                    "the changed AWS shared credentials/config files give no credentials ({e}); \
+                     using the previous ones until they do"
+                );
+                state.retry_after = Some(now + REFRESH_RETRY);
+                state.cached.clone().ok_or(e)
             }
             // A blip of the metadata service or STS: the keys held are good until they expire.
             Err(e) => match state.cached.clone() {

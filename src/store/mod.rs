@@ -482,6 +482,20 @@ impl ObjectStore {
                     .operation_attempt_timeout(self.startup_attempt_timeout)
                     .build(),
             );
+        if self.list_v1 {
+            // `listobjectsv1`: the server may not know version 2 at all.
+            self.client
+                .list_objects()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_keys(1)
+                .customize()
+                .config_override(quick)
+                .send()
+                .await
+                .map_err(|e| self.err(e, "ListObjects", prefix))?;
+            return Ok(());
+        }
         self.client
             .list_objects_v2()
             .bucket(&self.bucket)
