@@ -108,6 +108,31 @@ pub fn check_cache_dir(opts: &MountOptions) -> Result<(), String> {
     })
 }
 
+/// [`check_mountpoint`], given up after `timeout`: a mount at that path whose server hangs
+/// (a stopped FUSE daemon, an unreachable NFS server) blocks every look at it.
+pub fn check_mountpoint_within(path: &Path, nonempty: bool, timeout: Duration) -> Result<PathBuf, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("mountpoint-check".into())
+        .spawn(move || {
+            let _ = tx.send(check_mountpoint(&owned, nonempty));
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot check mountpoint {}: {e}", path.display()));
+    }
+    // A thread still stuck in the kernel is left behind: the process exits on this error.
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(format!(
+            "mountpoint {shown} does not answer within {} s (mount_timeout=): a mount there hangs \
+             (its FUSE daemon is stopped or stuck, or its server is unreachable); detach it with \
+             'umount -l {shown}' and mount again",
+            timeout.as_secs(),
+            shown = path.display()
+        ))
+    })
+}
+
 /// Checks the mountpoint: exists, is a directory, is not a dead or live mount already, and is
 /// empty unless `nonempty` (a mount hides what the directory holds, as s3fs and rclone warn).
 /// Returns its canonical path.
@@ -620,13 +645,15 @@ pub fn run(mut req: MountRequest) -> i32 {
             readiness.fail(&msg);
             return 1;
         }
-        None => match check_mountpoint(&req.mountpoint, req.options.nonempty) {
-            Ok(p) => p,
-            Err(msg) => {
-                readiness.fail(&msg);
-                return 1;
+        None => {
+            match check_mountpoint_within(&req.mountpoint, req.options.nonempty, req.options.mount_timeout) {
+                Ok(p) => p,
+                Err(msg) => {
+                    readiness.fail(&msg);
+                    return 1;
+                }
             }
-        },
+        }
     };
     let handed_fd = handed_fd.and_then(Result::ok);
     if let Err(msg) = check_cache_dir(&req.options) {

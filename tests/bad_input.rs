@@ -296,6 +296,24 @@ fn bad_input_gives_one_clear_line_and_a_nonzero_exit() {
     while fs::read_dir(dead.path()).is_ok() && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let hung = Mount::mount(&bucket, &[]);
+    let signal_hung = |sig| {
+        for pid in hung.daemon_pids() {
+            // SAFETY: stopping (and resuming) the daemon of a mount we made: it hangs meanwhile.
+            unsafe { libc::kill(*pid, sig) };
+        }
+    };
+    signal_hung(libc::SIGSTOP);
+    cases.push(Case {
+        input: "mountpoint is a mount that hangs (its daemon stopped), mount_timeout=2".into(),
+        run: Run::Custom {
+            spec: bucket.clone(),
+            mountpoint: hung.path().to_path_buf(),
+            passwd: good_passwd.clone(),
+            opts: vec!["mount_timeout=2".into()],
+        },
+        expect: vec!["does not answer within 2 s", "umount -l"],
+    });
     for (label, mnt, expect) in [
         (
             "mountpoint missing",
@@ -386,6 +404,8 @@ fn bad_input_gives_one_clear_line_and_a_nonzero_exit() {
     }
     live.unmount();
     drop(dead);
+    signal_hung(libc::SIGCONT);
+    hung.unmount();
     eprintln!("\nBAD INPUT TABLE\n\n{}\n", table.join("\n"));
     assert!(
         failures.is_empty(),
