@@ -1816,3 +1816,33 @@ fn a_renamed_directory_s_subdirectories_keep_their_own_markers() {
     assert_eq!(names_in(&l), ["b"]);
     m.unmount();
 }
+
+/// A file written here and still open for reading after its upload: renaming it copies the
+/// stored object on the server (one CopyObject), instead of uploading the copy kept for the
+/// reader again; the reader goes on reading it.
+#[test]
+fn renaming_a_stored_file_kept_open_by_a_reader_copies_it_on_the_server() {
+    let bucket = block_on(new_bucket("mv-kept"));
+    let port = free_port();
+    let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
+    let (a, b) = (m.path().join("a"), m.path().join("b"));
+    let body: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut w = fs::File::create(&a).unwrap();
+    let mut r = fs::File::open(&a).unwrap();
+    w.write_all(&body).unwrap();
+    drop(w);
+    let before = scrape(port);
+    fs::rename(&a, &b).unwrap();
+    let after = scrape(port);
+    let made = |op| requests(&after, op) - requests(&before, op);
+    assert_eq!(made("CopyObject"), 1.0, "the stored object is copied");
+    assert_eq!(made("PutObject"), 0.0, "the content went up again");
+    assert_eq!(made("CreateMultipartUpload"), 0.0, "the content went up again");
+    let mut read = Vec::new();
+    r.read_to_end(&mut read).unwrap();
+    assert!(read == body, "the reader reads what was written");
+    drop(r);
+    assert_eq!(fs::read(&b).unwrap(), body);
+    assert!(!a.exists());
+    m.unmount();
+}

@@ -239,8 +239,9 @@ impl S3Filesystem {
         let content_type = self.mime.for_name(newname).to_string();
         let src_key = self.key_for_path(src_path);
         if let Some(d) = data {
-            if d.staging.is_some() {
-                // Staged content goes straight to the new name.
+            // Staged content not stored yet goes straight to the new name; a stored copy
+            // (kept for readers) is the object's content, which a server-side copy moves.
+            if d.staging.is_some() && (d.dirty || src.local_only) {
                 self.upload_staged(src.ino, d, dst_path, Some(content_type))
                     .await?;
                 if !src.local_only {
