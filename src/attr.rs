@@ -296,20 +296,33 @@ pub fn without_setid(perm: u32, in_group: impl FnOnce() -> bool) -> u32 {
     perm
 }
 
-/// Whether the thread `pid`, whose filesystem gid is `fsgid`, is in group `gid`: its own gid
-/// or one of the supplementary groups `/proc/<pid>/status` lists. A thread that procfs does
-/// not show (it lives in another pid namespace, which FUSE reports as pid 0) counts by its
-/// gid alone.
-pub fn process_in_group(pid: u32, fsgid: u32, gid: u32) -> bool {
+/// Whether the thread `pid`, whose filesystem uid and gid are `fsuid` and `fsgid`, is in group
+/// `gid`: its own gid or one of the supplementary groups `/proc/<pid>/status` lists. A thread
+/// procfs does not show, or shows with other ids (a pid of another pid namespace: FUSE reports
+/// pids as the mounter sees them, pid 0 for a thread it cannot see), counts by its gid alone.
+pub fn process_in_group(pid: u32, fsuid: u32, fsgid: u32, gid: u32) -> bool {
     if fsgid == gid {
         return true;
     }
     if pid == 0 {
         return false;
     }
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|status| supplementary_groups(&status).contains(&gid))
-        .unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status_is_of(&status, fsuid, fsgid) && supplementary_groups(&status).contains(&gid)
+    })
+}
+
+/// Whether a `/proc/<pid>/status` text is of a thread with these filesystem ids (the fourth
+/// number of its `Uid:` and `Gid:` lines).
+fn status_is_of(status: &str, fsuid: u32, fsgid: u32) -> bool {
+    let fs_id = |prefix: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|ids| ids.split_whitespace().nth(3))
+            .and_then(|id| id.parse::<u32>().ok())
+    };
+    fs_id("Uid:") == Some(fsuid) && fs_id("Gid:") == Some(fsgid)
 }
 
 /// The `Groups:` line of a `/proc/<pid>/status` text.
@@ -681,14 +694,17 @@ mod tests {
         let status = "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n\
                       FDSize:\t256\nGroups:\t4 24 27 1001 \nNStgid:\t7\n";
         assert_eq!(supplementary_groups(status), vec![4, 24, 27, 1001]);
+        assert!(status_is_of(status, 1000, 100));
+        assert!(!status_is_of(status, 1000, 101), "another thread's status");
+        assert!(!status_is_of("Name:\tx\n", 0, 0));
         assert!(supplementary_groups("Name:\tx\nGroups:\t\n").is_empty());
         assert!(supplementary_groups("").is_empty());
         // This process: its own gid, and nothing it is not in.
         let me = std::process::id();
-        // SAFETY: getegid has no preconditions.
-        let gid = unsafe { libc::getegid() };
-        assert!(process_in_group(me, gid, gid));
-        assert!(!process_in_group(me, gid, 4_000_000_000));
-        assert!(!process_in_group(0, gid, 4_000_000_000));
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        assert!(process_in_group(me, uid, gid, gid));
+        assert!(!process_in_group(me, uid, gid, 4_000_000_000));
+        assert!(!process_in_group(0, uid, gid, 4_000_000_000));
     }
 }

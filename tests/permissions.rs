@@ -536,7 +536,11 @@ fn attribute_changes_that_change_nothing_stored_cost_no_request() {
     let bucket = block_on(new_bucket("noop-attr"));
     // An object another tool wrote, with no POSIX metadata: its mode and owner are the mount's
     // defaults, so setting them to what is shown must still store them.
-    block_on(async { put_object(&s3_client().await, &bucket, "plain", b"p".to_vec()).await });
+    block_on(async {
+        let c = s3_client().await;
+        put_object(&c, &bucket, "plain", b"p".to_vec()).await;
+        put_object(&c, &bucket, "bare", b"b".to_vec()).await;
+    });
     let port = free_port();
     let m = Mount::mount(&bucket, &[&format!("metrics_addr=127.0.0.1:{port}")]);
     let d = m.path().join("made-here");
@@ -586,6 +590,29 @@ fn attribute_changes_that_change_nothing_stored_cost_no_request() {
     let copies = s3_requests(port, "CopyObject");
     std::os::unix::fs::chown(&plain, Some(shown.uid()), Some(shown.gid())).unwrap();
     assert_eq!(s3_requests(port, "CopyObject"), copies);
+    // chown(path, -1, -1) of a file with no set-ID bit to clear: nothing to store, also
+    // for an object with no POSIX metadata, and nothing to upload again for a staged file.
+    let bare = m.path().join("bare");
+    std::os::unix::fs::chown(&bare, None, None).unwrap();
+    let mut open = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path().join("plain"))
+        .unwrap();
+    open.write_all(b"+").unwrap();
+    open.sync_all().unwrap();
+    let puts = s3_requests(port, "PutObject");
+    std::os::unix::fs::chown(m.path().join("plain"), None, None).unwrap();
+    drop(open);
+    assert_eq!(
+        s3_requests(port, "CopyObject"),
+        copies,
+        "chown(-1, -1) made a copy"
+    );
+    assert_eq!(
+        s3_requests(port, "PutObject"),
+        puts,
+        "chown(-1, -1) made the file upload again"
+    );
     m.unmount();
 }
 

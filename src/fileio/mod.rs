@@ -12,5 +12,5 @@ mod upload;
 
 pub use mime::MimeTypes;
 pub use read::{ObjectReader, ReadBudget};
-pub use staging::{Staging, StagingConfig};
+pub use staging::{write_spilled, Staging, StagingConfig};
 pub use upload::{upload, StreamingUpload};

@@ -262,7 +262,7 @@ impl Staging {
         })
     }
 
-    /// Bytes up to `end` were written to the spill file directly.
+    /// Bytes up to `end` were written to the spill file directly (see [`write_spilled`]).
     pub fn grew_to(&mut self, end: u64) {
         if let Staging::Disk { len, .. } = self {
             *len = (*len).max(end);
@@ -286,14 +286,7 @@ impl Staging {
                 v[offset..end].copy_from_slice(data);
             }
             Staging::Disk { file, len } => {
-                if let Err(e) = file.write_all_at(data, offset) {
-                    if end > *len {
-                        // Bytes written past the end before the failure (a full disk) would
-                        // show up later inside a hole or an extension: cut them off.
-                        let _ = file.set_len(*len);
-                    }
-                    return Err(e);
-                }
+                write_spilled(file, data, offset, *len)?;
                 *len = (*len).max(end);
             }
         }
@@ -334,6 +327,17 @@ impl Staging {
         }
         Ok(())
     }
+}
+
+/// Writes `data` at `offset` of a spill file whose content is `len` bytes long. Bytes a
+/// failed write (a full disk) left past `len` would show up later inside a hole or an
+/// extension: they are cut off.
+pub fn write_spilled(file: &File, data: &[u8], offset: u64, len: u64) -> io::Result<()> {
+    file.write_all_at(data, offset).inspect_err(|_| {
+        if offset + data.len() as u64 > len {
+            let _ = file.set_len(len);
+        }
+    })
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub struct DirHandle {
     walk: ListingWalk,
     /// This mount's files not uploaded yet when the listing started: listed at its end even
     /// if an upload lands meanwhile, after the page that would have shown it was read.
-    local_at_start: Vec<OsString>,
+    local_at_start: Vec<(OsString, NodeKind)>,
     /// Taken when the listing started, to trust it as the complete contents at the end.
     ticket: Option<ListingTicket>,
     /// The next page, requested as soon as the previous one arrived (the kernel is usually
@@ -189,7 +189,7 @@ impl S3Filesystem {
                 .table
                 .local_children(h.ino)
                 .into_iter()
-                .map(|(n, _, _)| n)
+                .map(|(n, _, k)| (n, k))
                 .collect();
             self.start_subtree_listing(h.ino, &h.path);
         }
@@ -217,18 +217,26 @@ impl S3Filesystem {
             h.done = true;
             // This mount's files the pages did not show: not uploaded yet, or uploaded after
             // the page that would have shown them was read (still here, then).
-            let local = self.table.local_children(h.ino).into_iter().map(|(n, _, _)| n);
-            for name in std::mem::take(&mut h.local_at_start).into_iter().chain(local) {
-                let Some(node) = self.table.child(h.ino, &name) else {
-                    continue;
+            let local = self
+                .table
+                .local_children(h.ino)
+                .into_iter()
+                .map(|(n, _, k)| (n, k));
+            for (name, kind) in std::mem::take(&mut h.local_at_start).into_iter().chain(local) {
+                let (ino, kind) = match self.table.child(h.ino, &name) {
+                    Some(node) => (node.ino, node.state.attr.kind),
+                    // Uploaded, then dropped from the table (nothing held it): the stat
+                    // cache has it if it is still there.
+                    None if name
+                        .to_str()
+                        .is_some_and(|n| self.cache.get(&join(&h.path, n)).is_some()) =>
+                    {
+                        (child_ino(&h.path, &name), kind)
+                    }
+                    None => continue,
                 };
                 if h.walk.claim(&name) {
-                    let kind = node.state.attr.kind;
-                    h.entries.push(DirEntry {
-                        ino: node.ino,
-                        kind,
-                        name,
-                    });
+                    h.entries.push(DirEntry { ino, kind, name });
                 }
             }
             if let Some(ticket) = h.ticket.take() {

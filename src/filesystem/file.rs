@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use super::{lock, Caller, Errno, FsResult, S3Filesystem, Stat};
 use crate::attr::{self, NodeKind};
-use crate::fileio::{upload, ObjectReader, Staging, StagingConfig, StreamingUpload};
+use crate::fileio::{upload, write_spilled, ObjectReader, Staging, StagingConfig, StreamingUpload};
 use crate::namespace::names::check_name;
 use crate::store::{PutOptions, StoreError};
 
@@ -712,7 +712,7 @@ impl S3Filesystem {
         let (perm, gid) = self
             .table
             .update(handle.ino, |n| (n.state.attr.perm, n.state.attr.gid))?;
-        let in_group = perm & 0o2010 == 0o2000 && attr::process_in_group(who.pid, who.gid, gid);
+        let in_group = perm & 0o2010 == 0o2000 && attr::process_in_group(who.pid, who.uid, who.gid, gid);
         let cleared = attr::without_setid(perm, || in_group);
         if cleared == perm {
             return None;
@@ -755,7 +755,8 @@ impl S3Filesystem {
             Some(file) => {
                 // Copying a large write into the page cache is blocking work: it runs beside
                 // the I/O threads (which keep hashing and sending parts meanwhile).
-                tokio::task::spawn_blocking(move || file.write_all_at(&bytes, offset))
+                let len = staging.len();
+                tokio::task::spawn_blocking(move || write_spilled(&file, &bytes, offset, len))
                     .await
                     .map_err(|_| Errno::EIO)??;
                 staging.grew_to(end);

@@ -178,16 +178,31 @@ impl AttrChange {
     /// This change as it applies to the file `a` is about (owner and group as before it):
     /// see [`AttrChange::kill_only_for_owner`], and whether the killer is in its group
     /// (asked here, not under the inode table's lock).
+    /// A clearing that would change nothing (no set-ID bits, a directory) is dropped, so it
+    /// costs no request and marks nothing for upload.
     fn for_file(mut self, a: &attr::Attributes) -> Self {
-        let Some(c) = self.killer.filter(|_| self.kill_setid) else {
+        if !self.kill_setid {
             return self;
-        };
-        if self.kill_only_for_owner && c.uid != a.uid {
+        }
+        if let Some(c) = self.killer {
+            if self.kill_only_for_owner && c.uid != a.uid {
+                self.kill_setid = false;
+                return self;
+            }
+            if a.perm & 0o2010 == 0o2000 && attr::process_in_group(c.pid, c.uid, c.gid, a.gid) {
+                self.killer = None;
+            }
+        }
+        if a.kind == NodeKind::Dir || self.without_setid(a.perm) == a.perm {
             self.kill_setid = false;
-        } else if a.perm & 0o2010 == 0o2000 && attr::process_in_group(c.pid, c.gid, a.gid) {
-            self.killer = None;
         }
         self
+    }
+
+    /// Changes nothing at all (what is left of a `chown(path, -1, -1)` of a file without
+    /// set-ID bits).
+    fn is_empty(&self) -> bool {
+        self.size.is_none() && !self.is_metadata()
     }
 
     /// `perm` without the set-ID bits this change clears.
@@ -729,6 +744,9 @@ impl S3Filesystem {
             return Err(Errno::EISDIR);
         }
         let mut change = change.for_file(&node.state.attr);
+        if change.is_empty() {
+            return Ok(self.stat_of(&node));
+        }
         let before = node.state.attr;
         if change.size.is_some_and(|size| size > 0 && size == before.size) && !self.is_staged(ino).await {
             // The same length and nothing staged: only the times move, as on ext4, stored with
@@ -771,6 +789,9 @@ impl S3Filesystem {
             return None;
         }
         let change = &change.for_file(&node.state.attr);
+        if change.is_empty() {
+            return Some(Ok(self.stat_of(&node)));
+        }
         if !self.has_writer(ino) {
             return None;
         }

@@ -373,7 +373,7 @@ impl ReloadingChain {
         let now = std::time::SystemTime::now();
         if let Some(c) = &state.cached {
             let current = if state.stale {
-                state.retry_after.is_some_and(|t| now < t)
+                state.retry_after.is_some_and(|t| now < t) && c.expiry().is_none_or(|exp| exp > now)
             } else {
                 !needs_refresh(c.expiry(), now, state.retry_after)
             };
