@@ -166,7 +166,8 @@ pub struct MountOptions {
     pub connect_timeout: Duration,
     /// Timeout of one request attempt (`readwrite_timeout=` seconds).
     pub readwrite_timeout: Duration,
-    /// Longest the mount command waits for its daemon to be ready (`mount_timeout=` seconds).
+    /// Longest the mount command waits for its daemon to be ready (`mount_timeout=` seconds;
+    /// 60 by default, so it fails with its own message before systemd's 90 s stop a mount unit).
     pub mount_timeout: Duration,
     /// FUSE threads reading requests from the kernel (`fuse_threads=`).
     pub fuse_threads: usize,
@@ -228,7 +229,7 @@ impl Default for MountOptions {
             retries: 5,
             connect_timeout: Duration::from_secs(10),
             readwrite_timeout: Duration::from_secs(120),
-            mount_timeout: Duration::from_secs(120),
+            mount_timeout: Duration::from_secs(60),
             fuse_threads: 2,
             io_threads: default_io_threads(),
             read_ahead_kb: 1024,
@@ -296,7 +297,7 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     OptionDoc { name: "retries", value: "N", help: "attempts per S3 request (default 5)" },
     OptionDoc { name: "connect_timeout", value: "SECS", help: "TCP connect timeout (default 10)" },
     OptionDoc { name: "readwrite_timeout", value: "SECS", help: "timeout of one request attempt (default 120)" },
-    OptionDoc { name: "mount_timeout", value: "SECS", help: "longest the mount command waits for the daemon to be ready; past it the daemon is stopped and the mount fails (default 120)" },
+    OptionDoc { name: "mount_timeout", value: "SECS", help: "longest the mount command waits for the daemon to be ready; past it the daemon is stopped and the mount fails (default 60, under systemd's 90 s for a mount unit)" },
     OptionDoc { name: "hardlink_errno", value: "enotsup|eperm", help: "what link(2) returns (default enotsup; directories always eperm)" },
     OptionDoc { name: "storage_class", value: "CLASS", help: "storage class of uploaded objects (e.g. STANDARD_IA)" },
     OptionDoc { name: "use_sse", value: "", help: "server-side encryption SSE-S3 on every upload and copy (use_sse=kmsid:ID for SSE-KMS)" },
