@@ -482,31 +482,28 @@ impl ObjectStore {
                     .operation_attempt_timeout(self.startup_attempt_timeout)
                     .build(),
             );
-        if self.list_v1 {
-            // `listobjectsv1`: the server may not know version 2 at all.
-            self.client
-                .list_objects()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .max_keys(1)
-                .customize()
-                .config_override(quick)
-                .send()
-                .await
-                .map_err(|e| self.err(e, "ListObjects", prefix))?;
-            return Ok(());
+        // One key of the listing, in the version the listings use (`listobjectsv1`: the
+        // server may not know version 2 at all).
+        macro_rules! one_key {
+            ($op:ident, $name:literal) => {
+                self.client
+                    .$op()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .max_keys(1)
+                    .customize()
+                    .config_override(quick)
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| self.err(e, $name, prefix))
+            };
         }
-        self.client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .max_keys(1)
-            .customize()
-            .config_override(quick)
-            .send()
-            .await
-            .map_err(|e| self.err(e, "ListObjectsV2", prefix))?;
-        Ok(())
+        if self.list_v1 {
+            one_key!(list_objects, "ListObjects")
+        } else {
+            one_key!(list_objects_v2, "ListObjectsV2")
+        }
     }
 
     /// HEAD of a key: `Ok(None)` only for a real 404; every other failure is an error, never
