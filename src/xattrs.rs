@@ -14,6 +14,11 @@ pub const XATTR_KEY: &str = "xattr";
 /// S3's limit on the user metadata of one object (keys and values, in bytes).
 pub const USER_METADATA_LIMIT: usize = 2048;
 
+/// Room an xattr change leaves under [`USER_METADATA_LIMIT`] for what later changes of the
+/// file add to its metadata (an `atime` entry once atime and mtime differ, longer uid or gid
+/// values), so a later write, touch or chown is not refused for the attributes' sake.
+pub const LATER_METADATA_ROOM: usize = 64;
+
 const URL_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')

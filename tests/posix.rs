@@ -1846,3 +1846,87 @@ fn renaming_a_stored_file_kept_open_by_a_reader_copies_it_on_the_server() {
     assert!(!a.exists());
     m.unmount();
 }
+
+/// An xattr change made after another client replaced the object (within the stat TTL, so
+/// this mount still holds the old ETag): the guarded copy fails, and the change is made again
+/// on the other client's object, not dropped while reporting success.
+#[test]
+fn an_xattr_change_lands_on_an_object_another_client_replaced() {
+    let bucket = block_on(new_bucket("xattr-race"));
+    put_objects(&bucket, &[("f", b"first")]);
+    let m = Mount::mount(&bucket, &[]);
+    let f = m.path().join("f");
+    setxattr(&f, "user.a", b"1", 0).unwrap();
+    // Another client writes new content, keeping the metadata it read (user.a with it).
+    block_on(async {
+        let c = s3_client().await;
+        let head = c.head_object().bucket(&bucket).key("f").send().await.unwrap();
+        let meta = head.metadata().cloned().unwrap_or_default();
+        assert!(meta.contains_key("xattr"), "{meta:?}");
+        c.put_object()
+            .bucket(&bucket)
+            .key("f")
+            .set_metadata(Some(meta))
+            .body(ByteStream::from_static(b"second"))
+            .send()
+            .await
+            .unwrap();
+    });
+    setxattr(&f, "user.b", b"2", 0).expect("setxattr on a replaced object");
+    assert_eq!(getxattr(&f, "user.b").unwrap(), b"2");
+    assert_eq!(
+        getxattr(&f, "user.a").unwrap(),
+        b"1",
+        "the other client's copy of user.a"
+    );
+    // Replaced again; a removal is made again on that object too.
+    block_on(async {
+        let c = s3_client().await;
+        let head = c.head_object().bucket(&bucket).key("f").send().await.unwrap();
+        c.put_object()
+            .bucket(&bucket)
+            .key("f")
+            .set_metadata(head.metadata().cloned())
+            .body(ByteStream::from_static(b"third"))
+            .send()
+            .await
+            .unwrap();
+    });
+    removexattr(&f, "user.a").expect("removexattr on a replaced object");
+    m.unmount();
+    let m = Mount::mount(&bucket, &[]);
+    let f = m.path().join("f");
+    assert_eq!(fs::read(&f).unwrap(), b"third");
+    assert_eq!(getxattr(&f, "user.b").unwrap(), b"2", "user.b is stored");
+    assert_eq!(
+        getxattr(&f, "user.a").map_err(|e| e.raw_os_error()),
+        Err(Some(libc::ENODATA)),
+        "user.a is removed"
+    );
+    m.unmount();
+}
+
+/// A symlink another client pointed elsewhere within the stat TTL reads as its whole new
+/// target, not the first bytes of it (as many as the old target had).
+#[test]
+fn a_symlink_repointed_elsewhere_reads_its_whole_new_target() {
+    let bucket = block_on(new_bucket("relink"));
+    let m = Mount::mount(&bucket, &[]);
+    let l = m.path().join("l");
+    std::os::unix::fs::symlink("short", &l).unwrap();
+    assert_eq!(fs::read_link(&l).unwrap(), Path::new("short"));
+    block_on(async {
+        let c = s3_client().await;
+        let head = c.head_object().bucket(&bucket).key("l").send().await.unwrap();
+        c.put_object()
+            .bucket(&bucket)
+            .key("l")
+            .set_metadata(head.metadata().cloned())
+            .body(ByteStream::from_static(b"a/much/longer/target"))
+            .send()
+            .await
+            .unwrap();
+    });
+    assert_eq!(fs::read_link(&l).unwrap(), Path::new("a/much/longer/target"));
+    m.unmount();
+}

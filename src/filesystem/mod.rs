@@ -920,6 +920,16 @@ impl S3Filesystem {
     /// Writes the node's attributes to its object (or creates the marker of an implicit
     /// directory), guarded by the ETag last seen.
     async fn persist_metadata(&self, ino: u64) -> FsResult<()> {
+        self.persist_metadata_with(ino, |_| {}).await
+    }
+
+    /// [`Self::persist_metadata`] of a change to the object's own (non-POSIX) metadata, which
+    /// `redo` makes again on the metadata another client stored meanwhile, if it did.
+    pub(super) async fn persist_metadata_with(
+        &self,
+        ino: u64,
+        redo: impl Fn(&mut HashMap<String, String>),
+    ) -> FsResult<()> {
         self.moves
             .work(|| self.paths_of(&[ino]), async {
             let node = self.node(ino)?;
@@ -965,7 +975,9 @@ impl S3Filesystem {
                             self.cache.invalidate(&path);
                             return Err(Errno::ENOENT);
                         };
-                        let mut meta = attr::foreign_metadata(&info.metadata);
+                        let mut foreign = attr::foreign_metadata(&info.metadata);
+                        redo(&mut foreign);
+                        let mut meta = foreign.clone();
                         meta.extend(attr::posix_metadata(&node.state.attr));
                         let put = PutOptions {
                             content_type: info
@@ -981,7 +993,7 @@ impl S3Filesystem {
                             .await
                         {
                             Ok(etag) => {
-                                current = Some(info);
+                                current = Some((info, foreign));
                                 etag
                             }
                             Err(e) if e.is_precondition_failed() => {
@@ -1000,14 +1012,14 @@ impl S3Filesystem {
             };
             let copied_onto_itself = current.is_none();
             let state = self.table.update(ino, |n| {
-                if let Some(info) = current {
+                if let Some((info, foreign)) = current {
                     // The object is the other client's with our attributes on top: its size,
                     // content type, headers and foreign metadata now, so a later copy copies all
                     // of it.
                     if !is_dir {
                         n.state.attr.size = info.size;
                     }
-                    n.state.foreign_meta = attr::foreign_metadata(&info.metadata);
+                    n.state.foreign_meta = foreign;
                     n.state.content_type = info.content_type;
                     n.state.content_headers = info.content_headers;
                 }

@@ -90,10 +90,12 @@ impl S3Filesystem {
             return Ok(Bytes::from(t.clone().into_bytes()));
         }
         let path = self.table.path_of(ino).ok_or(Errno::ENOENT)?;
-        let size = node.state.attr.size.clamp(1, 64 * 1024);
+        // As much as a target can hold (PATH_MAX), not the size this mount knows: another
+        // client may have pointed the link elsewhere since, and a prefix of its new target
+        // would lead somewhere else again.
         Ok(self
             .store
-            .get_range(&self.key_for_path(&path), 0, size, None)
+            .get_range(&self.key_for_path(&path), 0, libc::PATH_MAX as u64, None)
             .await?)
     }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
 use super::{Errno, FsResult, S3Filesystem};
-use crate::xattrs::{self, USER_METADATA_LIMIT, XATTR_KEY};
+use crate::xattrs::{self, LATER_METADATA_ROOM, USER_METADATA_LIMIT, XATTR_KEY};
 
 /// What `getxattr`/`listxattr` return: the size asked for, or the bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl S3Filesystem {
             return Err(Errno::ENODATA);
         }
         all.insert(name.to_string(), value.to_vec());
-        self.store_xattrs(ino, &all).await
+        self.store_xattrs(ino, &all, name, Some(value)).await
     }
 
     /// `removexattr`.
@@ -96,10 +96,19 @@ impl S3Filesystem {
         if all.remove(name).is_none() {
             return Err(Errno::ENODATA);
         }
-        self.store_xattrs(ino, &all).await
+        self.store_xattrs(ino, &all, name, None).await
     }
 
-    async fn store_xattrs(&self, ino: u64, all: &BTreeMap<String, Vec<u8>>) -> FsResult<()> {
+    /// Stores `all` as the attributes of `ino`, the result of setting `name` to `value` (or
+    /// removing it, `None`): that change is what is made again on the attributes another
+    /// client stored, if it changed the object meanwhile.
+    async fn store_xattrs(
+        &self,
+        ino: u64,
+        all: &BTreeMap<String, Vec<u8>>,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> FsResult<()> {
         if ino == crate::namespace::ROOT_INO && self.prefix.is_empty() {
             return Err(Errno::ENOTSUP); // the bucket root has no object to hold them
         }
@@ -112,7 +121,7 @@ impl S3Filesystem {
         }
         let mut full = meta.clone();
         full.extend(crate::attr::posix_metadata(&node.state.attr));
-        if xattrs::metadata_size(&full) > USER_METADATA_LIMIT {
+        if xattrs::metadata_size(&full) + LATER_METADATA_ROOM > USER_METADATA_LIMIT {
             return Err(Errno::E2BIG);
         }
         let previous = node.state.foreign_meta.clone();
@@ -126,7 +135,22 @@ impl S3Filesystem {
         {
             Ok(())
         } else {
-            self.persist_metadata(ino).await
+            self.persist_metadata_with(ino, |foreign| {
+                let mut theirs = foreign
+                    .get(XATTR_KEY)
+                    .map(|v| xattrs::decode(v))
+                    .unwrap_or_default();
+                match value {
+                    Some(v) => theirs.insert(name.to_string(), v.to_vec()),
+                    None => theirs.remove(name),
+                };
+                if theirs.is_empty() {
+                    foreign.remove(XATTR_KEY);
+                } else {
+                    foreign.insert(XATTR_KEY.to_string(), xattrs::encode(&theirs));
+                }
+            })
+            .await
         };
         if result.is_err() {
             self.table.update(ino, |n| n.state.foreign_meta = previous);
