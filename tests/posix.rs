@@ -1858,20 +1858,8 @@ fn an_xattr_change_lands_on_an_object_another_client_replaced() {
     let f = m.path().join("f");
     setxattr(&f, "user.a", b"1", 0).unwrap();
     // Another client writes new content, keeping the metadata it read (user.a with it).
-    block_on(async {
-        let c = s3_client().await;
-        let head = c.head_object().bucket(&bucket).key("f").send().await.unwrap();
-        let meta = head.metadata().cloned().unwrap_or_default();
-        assert!(meta.contains_key("xattr"), "{meta:?}");
-        c.put_object()
-            .bucket(&bucket)
-            .key("f")
-            .set_metadata(Some(meta))
-            .body(ByteStream::from_static(b"second"))
-            .send()
-            .await
-            .unwrap();
-    });
+    let meta = rewrite_keeping_metadata(&bucket, "f", b"second");
+    assert!(meta.contains_key("xattr"), "{meta:?}");
     setxattr(&f, "user.b", b"2", 0).expect("setxattr on a replaced object");
     assert_eq!(getxattr(&f, "user.b").unwrap(), b"2");
     assert_eq!(
@@ -1880,18 +1868,7 @@ fn an_xattr_change_lands_on_an_object_another_client_replaced() {
         "the other client's copy of user.a"
     );
     // Replaced again; a removal is made again on that object too.
-    block_on(async {
-        let c = s3_client().await;
-        let head = c.head_object().bucket(&bucket).key("f").send().await.unwrap();
-        c.put_object()
-            .bucket(&bucket)
-            .key("f")
-            .set_metadata(head.metadata().cloned())
-            .body(ByteStream::from_static(b"third"))
-            .send()
-            .await
-            .unwrap();
-    });
+    rewrite_keeping_metadata(&bucket, "f", b"third");
     removexattr(&f, "user.a").expect("removexattr on a replaced object");
     m.unmount();
     let m = Mount::mount(&bucket, &[]);
@@ -1915,18 +1892,30 @@ fn a_symlink_repointed_elsewhere_reads_its_whole_new_target() {
     let l = m.path().join("l");
     std::os::unix::fs::symlink("short", &l).unwrap();
     assert_eq!(fs::read_link(&l).unwrap(), Path::new("short"));
+    rewrite_keeping_metadata(&bucket, "l", b"a/much/longer/target");
+    assert_eq!(fs::read_link(&l).unwrap(), Path::new("a/much/longer/target"));
+    m.unmount();
+}
+
+/// What another client does to `key` behind the mount's back: new content, with the user
+/// metadata it read (returned).
+fn rewrite_keeping_metadata(
+    bucket: &str,
+    key: &str,
+    body: &'static [u8],
+) -> std::collections::HashMap<String, String> {
     block_on(async {
         let c = s3_client().await;
-        let head = c.head_object().bucket(&bucket).key("l").send().await.unwrap();
+        let head = c.head_object().bucket(bucket).key(key).send().await.unwrap();
+        let meta = head.metadata().cloned().unwrap_or_default();
         c.put_object()
-            .bucket(&bucket)
-            .key("l")
-            .set_metadata(head.metadata().cloned())
-            .body(ByteStream::from_static(b"a/much/longer/target"))
+            .bucket(bucket)
+            .key(key)
+            .set_metadata(Some(meta.clone()))
+            .body(ByteStream::from_static(body))
             .send()
             .await
             .unwrap();
-    });
-    assert_eq!(fs::read_link(&l).unwrap(), Path::new("a/much/longer/target"));
-    m.unmount();
+        meta
+    })
 }
