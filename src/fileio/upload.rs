@@ -177,11 +177,8 @@ impl StreamingUpload {
 
     /// Sends every complete part of `staging` not sent yet, waiting for a free slot when
     /// `parallel` parts are already in flight.
-    pub async fn send_full_parts(
-        &mut self,
-        store: &std::sync::Arc<ObjectStore>,
-        staging: &Staging,
-    ) -> Result<(), StoreError> {
+    pub async fn send_full_parts(&mut self, staging: &Staging) -> Result<(), StoreError> {
+        let store = self.store.clone();
         loop {
             let (start, end) = streamed_part(self.parts_started, self.part_size);
             // The last part S3 allows is left for `finish`, which sends whatever remains.
@@ -222,13 +219,10 @@ impl StreamingUpload {
     }
 
     /// Sends the rest of `staging` as the last part and completes the upload.
-    pub async fn finish(
-        mut self,
-        store: &std::sync::Arc<ObjectStore>,
-        staging: &Staging,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn finish(mut self, staging: &Staging) -> Result<Option<String>, StoreError> {
+        let store = self.store.clone();
         let result = async {
-            self.send_full_parts(store, staging).await?;
+            self.send_full_parts(staging).await?;
             let start = self.covered();
             if start < staging.len() || self.parts_started == 0 {
                 let body = staging
@@ -254,16 +248,16 @@ impl StreamingUpload {
         if result.is_err() {
             // Parts still running would race the abort (and could outlive it, unseen).
             self.cancel_parts();
-            abort(store, &self.key, &self.upload_id).await;
+            abort(&store, &self.key, &self.upload_id).await;
         }
         self.settled = true;
         result
     }
 
     /// Abandons the upload: cancels parts in flight and aborts it so no parts stay behind.
-    pub async fn abort(mut self, store: &ObjectStore) {
+    pub async fn abort(mut self) {
         self.cancel_parts();
-        abort(store, &self.key, &self.upload_id).await;
+        abort(&self.store, &self.key, &self.upload_id).await;
         self.settled = true;
     }
 

@@ -870,7 +870,7 @@ impl S3Filesystem {
             }
         }
         let result = match (d.stream.as_mut(), d.staging.as_ref()) {
-            (Some(stream), Some(staging)) => stream.send_full_parts(&self.store, staging).await,
+            (Some(stream), Some(staging)) => stream.send_full_parts(staging).await,
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -883,7 +883,7 @@ impl S3Filesystem {
     /// Abandons a running streamed upload (its parts are aborted).
     pub(super) async fn abort_stream(&self, d: &mut FileData) {
         if let Some(stream) = d.stream.take() {
-            stream.abort(&self.store).await;
+            stream.abort().await;
         }
     }
 
@@ -1002,7 +1002,7 @@ impl S3Filesystem {
             if stream.key() == key {
                 let sent = stream.sent.clone();
                 let streamed = match d.staging.as_ref() {
-                    Some(staging) => stream.finish(&self.store, staging).await,
+                    Some(staging) => stream.finish(staging).await,
                     None => Err(StoreError::local(
                         "CompleteMultipartUpload",
                         &key,
@@ -1033,7 +1033,7 @@ impl S3Filesystem {
                     ),
                 }
             } else {
-                stream.abort(&self.store).await;
+                stream.abort().await;
             }
         }
         let Some(staging) = d.staging.as_ref() else {

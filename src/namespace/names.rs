@@ -94,7 +94,8 @@ impl ListingWalk {
     }
 
     /// Files still kept back (the walk stopped before its last page).
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held.len()
     }
 
